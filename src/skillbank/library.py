@@ -1,0 +1,459 @@
+"""PolicyLibrary: one frozen base plus named LoRA skills, on disk and in memory.
+
+On disk (see docs/formats.md)::
+
+    LIB/library.json                  format version, base summary, skill list
+    LIB/base/config.json              {"kind", "kwargs", "obs_norm", "task", "target_modules"}
+    LIB/base/model.safetensors
+    LIB/skills/<name>/adapter_config.json, adapter_model.safetensors   (PEFT LoRA format)
+    LIB/skills/<name>/skill.json      task spec, obs_norm, training summary, scores
+
+In memory every skill sits in one slot of a ``MultiLoraModel``; a mixed batch (one skill
+per row) is one forward call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from skillbank import peft_format
+from skillbank.lora import MultiLoraModel
+from skillbank.models import build_base
+from skillbank.normalize import ObsNorm, normalize_rows, stack_norms
+
+FORMAT_VERSION = 1
+DEFAULT_CAPACITY = 16
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+
+
+class LibraryError(ValueError):
+    """A library folder, skill or argument is not usable; the message names file and field."""
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    """Write JSON to ``path`` through a temp file and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict:
+    """Read a JSON object; errors name the file."""
+    if not path.is_file():
+        raise LibraryError(f"{path}: file not found")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LibraryError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(data, dict):
+        raise LibraryError(f"{path}: expected a JSON object")
+    return data
+
+
+def check_skill_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME_RE.match(name) or name in (".", ".."):
+        raise LibraryError(
+            f"skill name {name!r} is not allowed: use letters, digits, '_', '-', '.' (<= 100)"
+        )
+    return name
+
+
+def _unsort(out: Any, order: Tensor) -> Any:
+    """Rows of every tensor in ``out`` (tensor, tuple, list, dict) computed in ``order``
+    back to the caller's order."""
+    if isinstance(out, Tensor):
+        return out.new_empty(out.shape).index_copy_(0, order, out)
+    if isinstance(out, (tuple, list)):
+        return type(out)(_unsort(o, order) for o in out)
+    if isinstance(out, dict):
+        return {k: _unsort(v, order) for k, v in out.items()}
+    return out
+
+
+class PolicyLibrary:
+    """A base network and named LoRA skills, backed by a folder."""
+
+    def __init__(self, path: Path, base: nn.Module, base_config: dict, capacity: int) -> None:
+        self.path = Path(path)
+        self.base_config = base_config
+        self._plain = base  # plain base module (never holds adapters)
+        self._skills: dict[str, dict] = {}  # name -> skill.json content
+        self._slot: dict[str, int] = {}
+        self.load_errors: dict[str, str] = {}
+        self.base_norm = (
+            ObsNorm.from_dict(base_config["obs_norm"]) if base_config.get("obs_norm") else None
+        )
+        self._build_model(num_slots=4, capacity=capacity)
+
+    # ------------------------------------------------------------ construction
+    def _build_model(self, num_slots: int, capacity: int) -> None:
+        """(Re)create the multi-slot model and reload the skills already present."""
+        old = getattr(self, "model", None)
+        targets = self.base_config.get("target_modules")
+        copy_base = MultiLoraModel(
+            _deepcopy(self._plain), max(num_slots, 1), capacity, targets
+        ).eval()
+        if old is not None:
+            for slot in self._slot.values():
+                copy_base.load_slot_state(slot, old.slot_state(slot))
+        self.model = copy_base
+        self._norm_cache: tuple[Tensor, Tensor] | None = None
+        self._merged_cache: dict[str, tuple[tuple, nn.Module]] = {}
+
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike,
+        base_module: nn.Module,
+        base_config: dict,
+        *,
+        capacity: int = DEFAULT_CAPACITY,
+        overwrite: bool = False,
+    ) -> PolicyLibrary:
+        """Write a new library with ``base_module`` as its base.
+
+        ``base_config`` holds ``kind`` and ``kwargs`` (how to rebuild the module, see
+        ``skillbank.models.BASE_KINDS``) and optionally ``obs_norm``, ``task`` and
+        ``target_modules`` (None = every Linear).
+        """
+        path = Path(path)
+        for key in ("kind", "kwargs"):
+            if key not in base_config:
+                raise LibraryError(f"base_config: missing field {key!r}")
+        if (path / "library.json").exists() and not overwrite:
+            raise LibraryError(f"{path / 'library.json'}: a library exists here (overwrite=False)")
+        base_dir = path / "base"
+        tmp = path / f".base-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir(parents=True)
+        state = {k: v.detach().contiguous() for k, v in base_module.state_dict().items()}
+        save_file(state, str(tmp / "model.safetensors"))
+        atomic_write_json(tmp / "config.json", base_config)
+        if base_dir.exists():
+            shutil.rmtree(base_dir)
+        os.replace(tmp, base_dir)
+        (path / "skills").mkdir(exist_ok=True)
+        lib = cls(path, _deepcopy(base_module), dict(base_config), capacity)
+        lib._write_index()
+        return lib
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, strict: bool = True) -> PolicyLibrary:
+        """Open a library folder. ``strict=False`` skips bad skills and records why in
+        ``load_errors``; ``strict=True`` raises on the first bad skill."""
+        path = Path(path)
+        index = read_json(path / "library.json")
+        version = index.get("format_version")
+        if version != FORMAT_VERSION:
+            raise LibraryError(
+                f"{path / 'library.json'}: format_version {version!r}, expected {FORMAT_VERSION}"
+            )
+        base_config = read_json(path / "base" / "config.json")
+        for key in ("kind", "kwargs"):
+            if key not in base_config:
+                raise LibraryError(f"{path / 'base' / 'config.json'}: missing field {key!r}")
+        try:
+            base = build_base(base_config["kind"], base_config["kwargs"])
+        except (TypeError, ValueError) as e:
+            raise LibraryError(f"{path / 'base' / 'config.json'}: field 'kwargs': {e}") from e
+        weights = path / "base" / "model.safetensors"
+        try:
+            state = load_file(str(weights))
+            base.load_state_dict(state)
+        except Exception as e:  # safetensors raises several types on corrupt files
+            raise LibraryError(f"{weights}: cannot load base weights ({e})") from e
+        names = index.get("skills", [])
+        capacity = int(index.get("capacity", DEFAULT_CAPACITY))
+        lib = cls(path, base, base_config, capacity)
+        if len(names) > 4:
+            lib._build_model(num_slots=len(names), capacity=capacity)
+        for name in names:
+            try:
+                lib._load_skill_dir(name, path / "skills" / name)
+            except (LibraryError, peft_format.AdapterFormatError, ValueError, KeyError) as e:
+                if strict:
+                    raise
+                lib.load_errors[name] = str(e)
+        return lib
+
+    def _write_index(self) -> None:
+        n_params = sum(p.numel() for p in self._plain.parameters())
+        atomic_write_json(
+            self.path / "library.json",
+            {
+                "format_version": FORMAT_VERSION,
+                "base": {"kind": self.base_config["kind"], "parameters": n_params},
+                "capacity": self.model.capacity,
+                "skills": list(self._skills),
+            },
+        )
+
+    # ------------------------------------------------------------------ skills
+    @property
+    def skills(self) -> list[str]:
+        return list(self._skills)
+
+    def slot_of(self, name: str) -> int:
+        if name not in self._slot:
+            raise KeyError(f"unknown skill {name!r}; skills: {self.skills}")
+        return self._slot[name]
+
+    def skill_meta(self, name: str) -> dict:
+        self.slot_of(name)
+        return self._skills[name]
+
+    def _free_slot(self, rank: int) -> int:
+        used = set(self._slot.values())
+        free = [k for k in range(self.model.num_slots) if k not in used]
+        if not free or rank > self.model.capacity:
+            slots = max(self.model.num_slots * 2, len(used) + 1)
+            self._build_model(slots, max(self.model.capacity, rank))
+            free = [k for k in range(self.model.num_slots) if k not in used]
+        return free[0]
+
+    def _load_skill_dir(self, name: str, folder: Path) -> None:
+        meta = read_json(folder / "skill.json") if (folder / "skill.json").exists() else {}
+        _, state, _ = peft_format.read_adapter(folder)
+        rank = max((a.shape[0] for a, _, _ in state.values()), default=1)
+        slot = self._free_slot(rank)
+        peft_format.load_adapter(self.model, slot, folder)
+        if meta.get("obs_norm"):
+            ObsNorm.from_dict(meta["obs_norm"])  # validate
+        self._skills[name] = meta
+        self._slot[name] = slot
+        self._norm_cache = None
+
+    def add_skill(
+        self,
+        name: str,
+        adapter_dir_or_slot: str | os.PathLike | tuple[MultiLoraModel, int],
+        meta: dict | None = None,
+        *,
+        overwrite: bool = False,
+    ) -> None:
+        """Add a skill from a PEFT adapter folder or from ``(model, slot)`` of a model with
+        the same base. ``meta`` (task, obs_norm, train, scores) is stored in skill.json."""
+        check_skill_name(name)
+        if name in self._skills and not overwrite:
+            raise LibraryError(f"skill {name!r} exists already in {self.path}")
+        meta = dict(meta or {})
+        if meta.get("obs_norm") is not None and isinstance(meta["obs_norm"], ObsNorm):
+            meta["obs_norm"] = meta["obs_norm"].to_dict()
+        skills_dir = self.path / "skills"
+        tmp = skills_dir / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
+        try:
+            if isinstance(adapter_dir_or_slot, tuple):
+                model, slot = adapter_dir_or_slot
+                peft_format.save_adapter(model, slot, tmp, base_model_name_or_path=str(self.path))
+            else:
+                src = Path(adapter_dir_or_slot)
+                config, state, extra = peft_format.read_adapter(src)
+                peft_format.write_adapter(tmp, config, state, extra)
+            atomic_write_json(tmp / "skill.json", meta)
+            old_slot = self._slot.pop(name, None)
+            old_meta = self._skills.pop(name, None)
+            try:
+                self._load_skill_dir(name, tmp)
+            except Exception:
+                if old_slot is not None and old_meta is not None:
+                    self._slot[name], self._skills[name] = old_slot, old_meta
+                raise
+            if old_slot is not None:
+                self.model.zero_slot(old_slot)
+            final = skills_dir / name
+            if final.exists():
+                trash = skills_dir / f".old-{name}-{uuid.uuid4().hex[:8]}"
+                os.replace(final, trash)
+                os.replace(tmp, final)
+                shutil.rmtree(trash)
+            else:
+                os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+        self._write_index()
+
+    def remove_skill(self, name: str) -> None:
+        slot = self.slot_of(name)
+        self.model.zero_slot(slot)
+        del self._slot[name], self._skills[name]
+        self._norm_cache = None
+        self._write_index()
+        shutil.rmtree(self.path / "skills" / name, ignore_errors=True)
+
+    def rename_skill(self, old: str, new: str) -> None:
+        slot = self.slot_of(old)
+        check_skill_name(new)
+        if new in self._skills:
+            raise LibraryError(f"skill {new!r} exists already in {self.path}")
+        os.replace(self.path / "skills" / old, self.path / "skills" / new)
+        self._skills = {(new if k == old else k): v for k, v in self._skills.items()}
+        del self._slot[old]
+        self._slot[new] = slot
+        self._write_index()
+
+    # --------------------------------------------------------------- running
+    def base_model(self) -> nn.Module:
+        """A fresh copy of the plain base module (no adapters): what ``peft`` wraps."""
+        return _deepcopy(self._plain)
+
+    def slot_ids(self, skills: str | None | Sequence[str | None], n: int) -> Tensor:
+        """Slot id per row (``-1`` for the base) from one name for all rows or one per row."""
+        if skills is None or isinstance(skills, str):
+            return torch.full((n,), -1 if skills is None else self.slot_of(skills))
+        if len(skills) != n:
+            raise ValueError(f"{len(skills)} skill names for {n} rows")
+        lookup = {s: (-1 if s is None else self.slot_of(s)) for s in set(skills)}
+        return torch.tensor([lookup[s] for s in skills], dtype=torch.long)
+
+    def forward(self, x: Tensor, skills: str | None | Sequence[str | None]) -> Any:
+        """Run the base on ``x`` (already normalised) with each row's skill applied.
+
+        Returns exactly what ``base_model()(x)`` returns. Rows are grouped by skill inside
+        (sorted, then restored), so any mix of skills is one forward call."""
+        ids = self.slot_ids(skills, x.shape[0])
+        return self._forward_ids(x, ids)
+
+    def _forward_ids(self, x: Tensor, ids: Tensor) -> Any:
+        if ids.numel() > 1 and not bool((ids[1:] >= ids[:-1]).all()):
+            order = torch.argsort(ids, stable=True)
+            with self.model.slots(ids[order]):
+                out = self.model.base(x.index_select(0, order))
+            return _unsort(out, order)
+        with self.model.slots(ids):
+            return self.model.base(x)
+
+    def merged(self, name: str | None) -> nn.Module:
+        """A plain module with skill ``name`` merged in (the base for None); cached until
+        the slot changes. Single-skill inference through it costs what the base costs."""
+        if name is None:
+            return self._plain
+        slot = self.slot_of(name)
+        layer0 = next(iter(self.model.layers.values()))
+        key = (name, slot, id(self.model), layer0.lora_A._version, layer0.lora_B._version)
+        hit = self._merged_cache.get(name)
+        if hit is None or hit[0] != key:
+            hit = (key, self.model.merged_copy(slot).eval())
+            self._merged_cache[name] = hit
+        return hit[1]
+
+    def _norms(self) -> tuple[Tensor, Tensor]:
+        """Normalisation stats per slot; row ``num_slots`` holds the base's."""
+        if self._norm_cache is None:
+            obs_dim = int(self.base_config["kwargs"].get("obs_dim", 0))
+            ident = ObsNorm.identity(obs_dim)
+            norms = [ident] * (self.model.num_slots + 1)
+            for name, slot in self._slot.items():
+                d = self._skills[name].get("obs_norm")
+                norms[slot] = ObsNorm.from_dict(d) if d else ident
+            norms[-1] = self.base_norm or ident
+            self._norm_cache = stack_norms(norms)
+        return self._norm_cache
+
+    @torch.no_grad()
+    def act(
+        self,
+        obs: np.ndarray | Tensor,
+        skills: str | None | Sequence[str | None],
+        deterministic: bool = True,
+    ) -> np.ndarray:
+        """Actions for raw observations ``obs [B, obs_dim]``, each row with its skill's
+        observation normalisation and adapter (``None`` = the base)."""
+        from skillbank.models.actor_critic import greedy_action, make_distribution
+
+        x = torch.as_tensor(np.asarray(obs), dtype=torch.float32)
+        squeeze = x.dim() == 1
+        if squeeze:
+            x = x.unsqueeze(0)
+        ids = self.slot_ids(skills, x.shape[0])
+        mean, inv_std = self._norms()
+        rows = torch.where(ids < 0, torch.full_like(ids, mean.shape[0] - 1), ids)
+        x = normalize_rows(x, mean, inv_std, rows)
+        if skills is None or isinstance(skills, str):  # one policy: its merged module
+            out = self.merged(skills)(x)
+        else:
+            out = self._forward_ids(x, ids)
+        policy_out = out[0] if isinstance(out, (tuple, list)) else out
+        kind = self.base_config["kwargs"]["action_kind"]
+        if deterministic:
+            action = greedy_action(kind, policy_out)
+        else:
+            action = make_distribution(kind, policy_out).sample()
+        out = action.numpy()
+        return out[0] if squeeze else out
+
+    # ----------------------------------------------------------------- export
+    def export_skill(self, name: str, out_dir: str | os.PathLike) -> Path:
+        """Write skill ``name`` merged into a plain copy of the base: ``model.safetensors``
+        + ``config.json`` (kind, kwargs, obs_norm, task). Runs with ``load_policy``."""
+        slot = self.slot_of(name)
+        merged = self.model.merged_copy(slot)
+        out = Path(out_dir)
+        tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir(parents=True)
+        state = {k: v.detach().contiguous() for k, v in merged.state_dict().items()}
+        save_file(state, str(tmp / "model.safetensors"))
+        meta = self._skills[name]
+        config = {
+            "kind": self.base_config["kind"],
+            "kwargs": self.base_config["kwargs"],
+            "obs_norm": meta.get("obs_norm"),
+            "task": meta.get("task"),
+            "skill": name,
+        }
+        atomic_write_json(tmp / "config.json", config)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+        return out
+
+    def memory_report(self) -> dict:
+        """Bytes of the base, of each stored skill (unpadded A and B), the total, and the
+        total of one full copy of the base per skill."""
+        base_bytes = sum(p.numel() * p.element_size() for p in self._plain.parameters())
+        skill_bytes = {}
+        for name, slot in self._slot.items():
+            skill_bytes[name] = sum(
+                (a.numel() + b.numel()) * a.element_size()
+                for a, b, _ in self.model.slot_state(slot).values()
+            )
+        n = len(skill_bytes)
+        total = base_bytes + sum(skill_bytes.values())
+        full = base_bytes * max(n, 1)
+        return {
+            "base_bytes": base_bytes,
+            "skill_bytes": skill_bytes,
+            "total_bytes": total,
+            "full_copies_bytes": full,
+            "saving": 1.0 - total / full if n else 0.0,
+        }
+
+
+def load_policy(folder: str | os.PathLike) -> tuple[nn.Module, dict]:
+    """Load a policy written by ``export_skill`` (or a library's base folder)."""
+    folder = Path(folder)
+    config = read_json(folder / "config.json")
+    module = build_base(config["kind"], config["kwargs"])
+    module.load_state_dict(load_file(str(folder / "model.safetensors")))
+    return module, config
+
+
+def _deepcopy(module: nn.Module) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(module)

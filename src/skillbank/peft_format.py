@@ -1,0 +1,520 @@
+"""PEFT LoRA adapter folders: read and write them, and move them in and out of skillbank slots.
+
+An adapter folder holds two files, exactly as ``peft`` (0.21) writes them with ``save_pretrained``:
+
+* ``adapter_config.json``: ``peft_type: "LORA"``, ``r``, ``lora_alpha``, ``target_modules``,
+  ``rank_pattern`` / ``alpha_pattern`` (per-module exceptions, see below), ``use_rslora``,
+  ``modules_to_save`` and options this module refuses when they change the maths (DoRA,
+  LoRA bias, ...).
+* ``adapter_model.safetensors``: ``base_model.model.<module path>.lora_A.weight`` ``[r, in]``
+  and ``...lora_B.weight`` ``[out, r]`` (peft drops the adapter name when saving; keys that
+  still carry it, ``...lora_A.<adapter>.weight``, are accepted on reading). Full tensors of
+  ``modules_to_save`` are stored under the base's own key, ``base_model.model.<module
+  path>.<param>``: peft strips its ``modules_to_save.<adapter>.`` wrapper prefix when saving
+  (the unstripped form is accepted on reading).
+
+Scaling is ``lora_alpha / r`` (``lora_alpha / sqrt(r)`` with ``use_rslora``). The in-memory
+state used here is always ``{module path: (A [r, in], B [out, r], alpha)}`` with scaling
+``alpha / r``: rsLoRA adapters are converted on reading (``alpha * sqrt(r)``).
+
+``rank_pattern`` / ``alpha_pattern`` follow peft: a module takes the value of the first key
+``k`` (in dict order) for which ``re.match(rf"(.*\\.)?({k})$", module_path)`` succeeds, else
+``r`` / ``lora_alpha``.
+
+Only safetensors are read; nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import uuid
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import safetensors.torch
+import torch
+from safetensors import SafetensorError
+from torch import Tensor
+
+from skillbank.lora import MultiLoraModel
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+KEY_PREFIX = "base_model.model."
+LORA_PARTS = ("lora_A", "lora_B")
+
+LoraState = dict[str, tuple[Tensor, Tensor, float]]
+PathLike = str | os.PathLike[str]
+
+_LORA_KEY = re.compile(
+    re.escape(KEY_PREFIX)
+    + r"(?P<path>.+)\.(?P<part>lora_A|lora_B)(?:\.(?P<adapter>[^.]+))?\.weight"
+)
+_WRAPPER_INFIX = re.compile(r"\.modules_to_save\.[^.]+\.")
+
+# Options that change the adapter's maths or structure: each must be off (falsy) to load.
+_MUST_BE_OFF = (
+    "use_dora",
+    "fan_in_fan_out",
+    "lora_bias",
+    "use_qalora",
+    "use_bdlora",
+    "alora_invocation_tokens",
+    "layer_replication",
+    "trainable_token_indices",
+    "target_parameters",
+    "arrow_config",
+    "kasa_config",
+    "monteclora_config",
+)
+# init_lora_weights methods that also rewrite the base weights (the adapter needs that base).
+_BASE_CHANGING_INITS = ("pissa", "olora", "corda", "loftq", "lora_ga")
+
+_DEFAULT_CONFIG: dict[str, Any] = {
+    "peft_type": "LORA",
+    "task_type": None,
+    "base_model_name_or_path": None,
+    "revision": None,
+    "inference_mode": True,
+    "lora_dropout": 0.0,
+    "bias": "none",
+    "fan_in_fan_out": False,
+    "init_lora_weights": True,
+    "use_dora": False,
+    "use_rslora": False,
+    "modules_to_save": None,
+    "rank_pattern": {},
+    "alpha_pattern": {},
+}
+
+
+class AdapterFormatError(ValueError):
+    """A bad adapter folder or file; the message names the file and the field or key."""
+
+    def __init__(self, path: PathLike, problem: str, field: str | None = None) -> None:
+        self.path = str(path)
+        self.field = field
+        where = self.path if field is None else f"{self.path}: field {field!r}"
+        super().__init__(f"{where}: {problem}")
+
+
+class Adapter(NamedTuple):
+    """Contents of an adapter folder, independent of any model."""
+
+    config: dict[str, Any]  # adapter_config.json as read
+    state: LoraState  # {module path: (A [r, in], B [out, r], alpha)}, scaling alpha / r
+    modules_to_save: dict[str, Tensor]  # {parameter path relative to the base: tensor}
+
+
+# ------------------------------------------------------------------------------------ keys
+def peft_key(module_path: str, part: str) -> str:
+    """Safetensors key of ``part`` ("lora_A" or "lora_B") of the module at ``module_path``."""
+    if part not in LORA_PARTS:
+        raise ValueError(f"part must be one of {LORA_PARTS}, got {part!r}")
+    return f"{KEY_PREFIX}{module_path}.{part}.weight"
+
+
+def parse_peft_key(key: str) -> tuple[str, str]:
+    """Inverse of :func:`peft_key`: ``(module path, part)``; also accepts an adapter name
+    between the part and ``weight`` (``...lora_A.default.weight``)."""
+    match = _LORA_KEY.fullmatch(key)
+    if match is None:
+        raise ValueError(f"not a PEFT LoRA weight key: {key!r}")
+    return match["path"], match["part"]
+
+
+def modules_to_save_key(param_path: str) -> str:
+    """Safetensors key of a full ``modules_to_save`` tensor (e.g. ``v.2.weight``)."""
+    return KEY_PREFIX + param_path
+
+
+# -------------------------------------------------------------------------------- patterns
+def _pattern_key(pattern: Mapping[str, Any], module_path: str) -> str | None:
+    """The first key of a rank/alpha pattern that matches ``module_path`` (peft semantics)."""
+    for key in pattern:
+        if re.match(rf"(.*\.)?({key})$", module_path):
+            return key
+    return None
+
+
+def _resolve(pattern: Mapping[str, Any], module_path: str, default: Any) -> Any:
+    key = _pattern_key(pattern, module_path)
+    return default if key is None else pattern[key]
+
+
+def _default_and_pattern(values: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The most common value, and a pattern giving every other module its value.
+
+    Pattern keys are the plain module paths when that is unambiguous whatever the key order
+    (peft re-sorts the keys when it saves a config); otherwise they are anchored exact
+    regexes (``^pi\\.0``), which match one module path only.
+    """
+    counts = Counter(values.values())
+    default = max(counts, key=lambda v: (counts[v], v))
+    pattern = {p: v for p, v in sorted(values.items()) if v != default}
+    for path, value in values.items():
+        hits = {pattern[k] for k in pattern if _pattern_key({k: 0}, path) is not None}
+        if hits - {value} or (not hits and value != default):
+            return default, {"^" + re.escape(p): v for p, v in pattern.items()}
+    return default, pattern
+
+
+# ---------------------------------------------------------------------------------- config
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _check_pattern(path: Path, config: dict[str, Any], field: str, ok: Any, kind: str) -> None:
+    pattern = config.get(field) or {}
+    if not isinstance(pattern, dict):
+        raise AdapterFormatError(path, f"must be an object, got {pattern!r}", field)
+    for key, value in pattern.items():
+        try:
+            re.compile(key)
+        except re.error as exc:
+            msg = f"key {key!r} is not a valid regex ({exc})"
+            raise AdapterFormatError(path, msg, field) from exc
+        if not ok(value):
+            raise AdapterFormatError(path, f"value of {key!r} must be {kind}, got {value!r}", field)
+
+
+def check_config(path: PathLike, config: Mapping[str, Any]) -> None:
+    """Raise AdapterFormatError unless ``config`` describes a plain LoRA adapter."""
+    path = Path(path)
+    cfg = dict(config)
+    if cfg.get("peft_type") != "LORA":
+        raise AdapterFormatError(path, f'must be "LORA", got {cfg.get("peft_type")!r}', "peft_type")
+    if "r" not in cfg or not _positive_int(cfg["r"]):
+        raise AdapterFormatError(path, f"must be an integer >= 1, got {cfg.get('r')!r}", "r")
+    if "lora_alpha" not in cfg or not _number(cfg["lora_alpha"]):
+        got = cfg.get("lora_alpha")
+        raise AdapterFormatError(path, f"must be a finite number, got {got!r}", "lora_alpha")
+    _check_pattern(path, cfg, "rank_pattern", _positive_int, "an integer >= 1")
+    _check_pattern(path, cfg, "alpha_pattern", _number, "a finite number")
+    if not isinstance(cfg.get("use_rslora", False), bool):
+        raise AdapterFormatError(
+            path, f"must be true or false, got {cfg['use_rslora']!r}", "use_rslora"
+        )
+    if cfg.get("bias", "none") != "none":
+        raise AdapterFormatError(path, f'unsupported value {cfg["bias"]!r} (only "none")', "bias")
+    for field in _MUST_BE_OFF:
+        if cfg.get(field):
+            raise AdapterFormatError(path, f"unsupported option: {cfg[field]!r}", field)
+    init = cfg.get("init_lora_weights", True)
+    if isinstance(init, str) and init.lower().startswith(_BASE_CHANGING_INITS):
+        raise AdapterFormatError(
+            path,
+            f"{init!r} also changes the base weights, so the adapter does not apply to the "
+            "original base (save it with peft's path_initial_model_for_weight_conversion)",
+            "init_lora_weights",
+        )
+    names = cfg.get("modules_to_save")
+    if names is not None and not (
+        isinstance(names, list) and all(isinstance(n, str) and n for n in names)
+    ):
+        raise AdapterFormatError(
+            path, f"must be a list of module names, got {names!r}", "modules_to_save"
+        )
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise AdapterFormatError(path, "file not found")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise AdapterFormatError(path, f"not valid JSON ({exc})") from exc
+    if not isinstance(config, dict):
+        raise AdapterFormatError(path, f"must hold a JSON object, got {type(config).__name__}")
+    check_config(path, config)
+    return config
+
+
+# --------------------------------------------------------------------------------- tensors
+def _read_tensors(path: Path) -> dict[str, Tensor]:
+    if not path.is_file():
+        hint = ""
+        if (path.parent / "adapter_model.bin").exists():
+            hint = " (adapter_model.bin is never read: pickle files are not loaded)"
+        raise AdapterFormatError(path, "file not found" + hint)
+    try:
+        tensors = safetensors.torch.load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise AdapterFormatError(path, f"corrupt or truncated safetensors file ({exc})") from exc
+    for key, t in tensors.items():
+        if not t.is_floating_point():
+            raise AdapterFormatError(path, f"dtype {t.dtype} is not floating point", key)
+        if not bool(torch.isfinite(t).all()):
+            raise AdapterFormatError(path, "holds NaN or infinite values", key)
+    return tensors
+
+
+def _is_saved_module_param(param_path: str, names: list[str]) -> bool:
+    """Whether a parameter belongs to a module listed in modules_to_save (peft: the module
+    name ends with the listed name)."""
+    parts = param_path.split(".")
+    modules = [".".join(parts[:i]) for i in range(1, len(parts))]
+    return any(m.endswith(n) for m in modules for n in names)
+
+
+def read_adapter(adapter_dir: PathLike) -> Adapter:
+    """Read and validate an adapter folder (no model needed)."""
+    folder = Path(adapter_dir)
+    if not folder.is_dir():
+        raise AdapterFormatError(folder, "adapter folder not found")
+    cfg_path, w_path = folder / ADAPTER_CONFIG, folder / ADAPTER_WEIGHTS
+    config = _read_config(cfg_path)
+    tensors = _read_tensors(w_path)
+
+    saved_names = config.get("modules_to_save") or []
+    lora: dict[str, dict[str, tuple[str, Tensor]]] = {}
+    extra: dict[str, Tensor] = {}
+    for key, t in tensors.items():
+        try:
+            module, part = parse_peft_key(key)
+        except ValueError:
+            pass  # not a LoRA weight: maybe a modules_to_save tensor
+        else:
+            parts = lora.setdefault(module, {})
+            if part in parts:
+                raise AdapterFormatError(w_path, f"duplicate of {parts[part][0]!r}", key)
+            parts[part] = (key, t)
+            continue
+        param = _WRAPPER_INFIX.sub(".", key.removeprefix(KEY_PREFIX))
+        if key.startswith(KEY_PREFIX) and _is_saved_module_param(param, saved_names):
+            if param in extra:
+                raise AdapterFormatError(w_path, f"duplicate tensor for {param!r}", key)
+            extra[param] = t
+            continue
+        raise AdapterFormatError(
+            w_path,
+            "unexpected key: neither a LoRA A/B weight nor a tensor of a module listed in "
+            f"{ADAPTER_CONFIG} field 'modules_to_save' ({saved_names})",
+            key,
+        )
+    if not lora:
+        raise AdapterFormatError(w_path, "no LoRA weights (keys ...lora_A.weight / lora_B.weight)")
+
+    r, alpha = config["r"], config["lora_alpha"]
+    rank_pattern = config.get("rank_pattern") or {}
+    alpha_pattern = config.get("alpha_pattern") or {}
+    rslora = config.get("use_rslora", False)
+    state: LoraState = {}
+    for path in sorted(lora):
+        parts = lora[path]
+        for part in LORA_PARTS:
+            if part not in parts:
+                raise AdapterFormatError(
+                    w_path, f"missing (module {path!r} has no {part})", peft_key(path, part)
+                )
+        (a_key, a), (b_key, b) = parts["lora_A"], parts["lora_B"]
+        rank = _resolve(rank_pattern, path, r)
+        rank_field = "r" if _pattern_key(rank_pattern, path) is None else "rank_pattern"
+        if a.dim() != 2 or a.shape[0] != rank:
+            raise AdapterFormatError(
+                w_path,
+                f"shape {tuple(a.shape)}, expected ({rank}, in_features) from {ADAPTER_CONFIG} "
+                f"field {rank_field!r}",
+                a_key,
+            )
+        if b.dim() != 2 or b.shape[1] != rank:
+            raise AdapterFormatError(
+                w_path,
+                f"shape {tuple(b.shape)}, expected (out_features, {rank}) from {ADAPTER_CONFIG} "
+                f"field {rank_field!r}",
+                b_key,
+            )
+        module_alpha = float(_resolve(alpha_pattern, path, alpha))
+        if rslora:  # scaling alpha / sqrt(r) == (alpha * sqrt(r)) / r
+            module_alpha *= math.sqrt(rank)
+        state[path] = (a, b, module_alpha)
+    return Adapter(config, state, extra)
+
+
+# --------------------------------------------------------------------------------- writing
+def _tidy(alpha: float) -> int | float:
+    alpha = float(alpha)
+    return int(alpha) if alpha.is_integer() else alpha
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "xb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _publish(out_dir: Path, files: dict[str, bytes]) -> None:
+    """Write ``files`` into ``out_dir`` without ever exposing a half-written file.
+
+    The files go to a temp folder next to ``out_dir`` first. A new ``out_dir`` is then
+    created by one rename (all or nothing); into an existing one (which may hold other
+    files) each file is renamed in turn, in the order given.
+    """
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        for name, data in files.items():
+            _write_synced(tmp / name, data)
+        try:
+            os.replace(tmp, out_dir)
+        except OSError:
+            if not out_dir.is_dir():
+                raise
+            for name in files:
+                os.replace(tmp / name, out_dir / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_adapter(
+    out_dir: PathLike,
+    config: Mapping[str, Any],
+    state: Mapping[str, tuple[Tensor, Tensor, float]],
+    modules_to_save: Mapping[str, Tensor] | None = None,
+) -> None:
+    """Write an adapter folder (inverse of :func:`read_adapter`).
+
+    ``state`` alphas mean scaling ``alpha / r``. The fields ``r``, ``lora_alpha``,
+    ``rank_pattern``, ``alpha_pattern``, ``target_modules``, ``use_rslora`` and
+    ``modules_to_save`` are derived from ``state`` and ``modules_to_save`` (parameter path
+    relative to the base -> full tensor) and override those of ``config``; its other fields
+    are kept.
+    """
+    if not state:
+        raise ValueError("cannot write an adapter without LoRA modules (state is empty)")
+    tensors: dict[str, Tensor] = {}
+    ranks: dict[str, int] = {}
+    alphas: dict[str, int | float] = {}
+    for path in sorted(state):
+        a, b, alpha = state[path]
+        if a.dim() != 2 or b.dim() != 2 or a.shape[0] != b.shape[1] or a.shape[0] < 1:
+            raise ValueError(
+                f"module {path!r}: need A [r, in] and B [out, r] with r >= 1, "
+                f"got {tuple(a.shape)} and {tuple(b.shape)}"
+            )
+        if not _number(alpha):
+            raise ValueError(f"module {path!r}: alpha must be a finite number, got {alpha!r}")
+        ranks[path], alphas[path] = a.shape[0], _tidy(alpha)
+        tensors[peft_key(path, "lora_A")] = a.detach().cpu().contiguous().clone()
+        tensors[peft_key(path, "lora_B")] = b.detach().cpu().contiguous().clone()
+    saved_modules: set[str] = set()
+    for name in sorted(modules_to_save or {}):
+        module = name.rpartition(".")[0]
+        if not module or module in state:
+            raise ValueError(
+                f"modules_to_save entry {name!r} must be a parameter of a submodule that "
+                "carries no LoRA (e.g. 'v.2.weight')"
+            )
+        saved_modules.add(module)
+        tensors[modules_to_save_key(name)] = (
+            modules_to_save[name].detach().cpu().contiguous().clone()  # type: ignore[index]
+        )
+
+    r, rank_pattern = _default_and_pattern(ranks)
+    alpha, alpha_pattern = _default_and_pattern(alphas)
+    full = {
+        **_DEFAULT_CONFIG,
+        **config,
+        "r": r,
+        "lora_alpha": alpha,
+        "rank_pattern": rank_pattern,
+        "alpha_pattern": alpha_pattern,
+        "target_modules": sorted(state),
+        "use_rslora": False,
+        "modules_to_save": sorted(saved_modules) or None,
+        "exclude_modules": None,
+        "layers_to_transform": None,
+        "layers_pattern": None,
+    }
+    out = Path(out_dir)
+    check_config(out / ADAPTER_CONFIG, full)
+    text = json.dumps(full, indent=2, sort_keys=True) + "\n"  # fails before touching the disk
+    blob = safetensors.torch.save(tensors, metadata={"format": "pt"})
+    _publish(out, {ADAPTER_WEIGHTS: blob, ADAPTER_CONFIG: text.encode("utf-8")})
+
+
+# ----------------------------------------------------------------------------- model side
+def apply_adapter(
+    model: MultiLoraModel, slot: int, adapter: Adapter, source: PathLike | None = None
+) -> None:
+    """Check that ``adapter`` fits ``model`` and load it into ``slot``.
+
+    Layers of the model the adapter does not cover are zeroed in the slot. Everything is
+    checked first: on error the slot is unchanged. ``modules_to_save`` tensors are not
+    applied (a slot holds LoRA weights only); callers take them from the adapter.
+    """
+    if not 0 <= slot < model.num_slots:
+        raise IndexError(f"slot {slot} out of range [0, {model.num_slots})")
+    folder = Path(source) if source is not None else Path(".")
+    w_path, cfg_path = folder / ADAPTER_WEIGHTS, folder / ADAPTER_CONFIG
+    for path, (a, b, _) in adapter.state.items():
+        layer = model.layers.get(path)
+        if layer is None:
+            raise AdapterFormatError(
+                w_path,
+                f"target module {path!r} is not a LoRA layer of the model "
+                f"(layers: {sorted(model.layers)})",
+                peft_key(path, "lora_A"),
+            )
+        rank = a.shape[0]
+        if tuple(a.shape) != (rank, layer.in_features):
+            raise AdapterFormatError(
+                w_path,
+                f"shape {tuple(a.shape)}, expected {(rank, layer.in_features)}",
+                peft_key(path, "lora_A"),
+            )
+        if tuple(b.shape) != (layer.out_features, rank):
+            raise AdapterFormatError(
+                w_path,
+                f"shape {tuple(b.shape)}, expected {(layer.out_features, rank)}",
+                peft_key(path, "lora_B"),
+            )
+        if rank > layer.capacity:
+            pattern = adapter.config.get("rank_pattern") or {}
+            key = _pattern_key(pattern, path)
+            field = "r" if key is None else f"rank_pattern[{key!r}]"
+            raise AdapterFormatError(
+                cfg_path,
+                f"module {path!r} has rank {rank}, above the slot capacity {layer.capacity}",
+                field,
+            )
+    model.load_slot_state(slot, dict(adapter.state))
+
+
+def load_adapter(model: MultiLoraModel, slot: int, adapter_dir: PathLike) -> dict[str, Any]:
+    """Load the adapter folder into ``slot`` of ``model``; returns its config.
+
+    On any error (AdapterFormatError) the slot is left unchanged.
+    """
+    adapter = read_adapter(adapter_dir)
+    apply_adapter(model, slot, adapter, source=adapter_dir)
+    return adapter.config
+
+
+def save_adapter(
+    model: MultiLoraModel,
+    slot: int,
+    out_dir: PathLike,
+    base_model_name_or_path: str = "skillbank-base",
+    extra_config: Mapping[str, Any] | None = None,
+    modules_to_save: Mapping[str, Tensor] | None = None,
+) -> None:
+    """Save ``slot`` of ``model`` as a PEFT LoRA adapter folder (layers of rank 0 are left
+    out). ``extra_config`` adds fields to adapter_config.json (e.g. ``task_type``)."""
+    state = {p: s for p, s in model.slot_state(slot).items() if s[0].shape[0] > 0}
+    if not state:
+        raise ValueError(f"slot {slot} is empty: nothing to save")
+    config = {**(extra_config or {}), "base_model_name_or_path": base_model_name_or_path}
+    write_adapter(out_dir, config, state, modules_to_save)

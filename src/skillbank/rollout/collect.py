@@ -1,0 +1,139 @@
+"""Vector-env rollouts for PPO (with GAE) and evaluation episodes, many tasks at once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from skillbank.algos.ppo import PPOConfig, gae
+from skillbank.models.actor_critic import greedy_action, make_distribution
+from skillbank.normalize import ObsNorm, normalize_rows, stack_norms
+
+Forward = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
+@dataclass
+class RewardScaler:
+    """Divides rewards by the running std of each env's discounted return."""
+
+    gamma: float
+    num_envs: int
+    ret: np.ndarray = field(init=False)
+    norm: ObsNorm = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ret = np.zeros(self.num_envs)
+        self.norm = ObsNorm.identity(1)
+
+    def __call__(self, reward: np.ndarray, done: np.ndarray) -> np.ndarray:
+        self.ret = self.ret * self.gamma + reward
+        self.norm.update(self.ret[:, None])
+        self.ret[done] = 0.0
+        return reward / np.sqrt(self.norm.var[0] + 1e-8)
+
+
+@dataclass
+class RolloutState:
+    """What carries over between rollouts: the current observations and statistics."""
+
+    obs: np.ndarray  # [num_envs, obs_dim] raw observations
+    norms: list[ObsNorm]  # one per task
+    scaler: RewardScaler | None
+    episode_returns: list[list[float]]  # finished episodes per task (raw reward)
+    update_norms: bool = True
+
+
+def collect(
+    env,  # VecTaskEnv
+    forward: Forward,
+    state: RolloutState,
+    cfg: PPOConfig,
+    action_kind: str,
+    generator: torch.Generator,
+) -> dict[str, Tensor]:
+    """Run ``cfg.rollout_steps`` steps of every env; returns a flat PPO batch."""
+    n, steps = env.num_envs, cfg.rollout_steps
+    task = torch.as_tensor(env.task_ids, dtype=torch.long)  # [N]
+    obs_buf, act_buf, logp_buf, val_buf, rew_buf, done_buf = [], [], [], [], [], []
+    for _ in range(steps):
+        if state.update_norms:
+            for k, norm in enumerate(state.norms):
+                norm.update(state.obs[env.task_ids == k])
+        mean, inv_std = stack_norms(state.norms)
+        obs_t = normalize_rows(torch.as_tensor(state.obs, dtype=torch.float32), mean, inv_std, task)
+        with torch.no_grad():
+            policy_out, value = forward(obs_t, task)
+            dist = make_distribution(action_kind, policy_out)
+            action = dist.sample()
+            logp = dist.log_prob(action)
+        next_obs, reward, terminated, truncated, info = env.step(action.numpy())
+        reward = np.asarray(reward, dtype=np.float64)
+        done = np.logical_or(terminated, truncated)
+        for i in np.nonzero(done)[0]:
+            state.episode_returns[env.task_ids[i]].append(float(info["episode_return"][i]))
+        if state.scaler is not None:
+            reward = state.scaler(reward, done)
+        trunc_only = np.logical_and(truncated, np.logical_not(terminated))
+        if trunc_only.any():  # bootstrap through time limits with V(final_obs)
+            idx = torch.as_tensor(np.nonzero(trunc_only)[0])
+            fin = torch.as_tensor(info["final_obs"][idx.numpy()], dtype=torch.float32)
+            fin = normalize_rows(fin, mean, inv_std, task[idx])
+            with torch.no_grad():
+                _, v_fin = forward(fin, task[idx])
+            reward[idx.numpy()] += cfg.gamma * v_fin.numpy()
+        obs_buf.append(obs_t)
+        act_buf.append(action)
+        logp_buf.append(logp)
+        val_buf.append(value)
+        rew_buf.append(torch.as_tensor(reward, dtype=torch.float32))
+        done_buf.append(torch.as_tensor(done, dtype=torch.float32))
+        state.obs = next_obs
+    mean, inv_std = stack_norms(state.norms)
+    last_obs = normalize_rows(torch.as_tensor(state.obs, dtype=torch.float32), mean, inv_std, task)
+    with torch.no_grad():
+        _, last_value = forward(last_obs, task)
+    values = torch.stack(val_buf)  # [T, N]
+    adv, ret = gae(
+        torch.stack(rew_buf), values, torch.stack(done_buf), last_value, cfg.gamma, cfg.gae_lambda
+    )
+    actions = torch.stack(act_buf)  # [T, N] or [T, N, d]
+    return {
+        "obs": torch.stack(obs_buf).reshape(steps * n, -1),
+        "actions": actions.reshape(steps * n, *actions.shape[2:]),
+        "logp": torch.stack(logp_buf).reshape(-1),
+        "values": values.reshape(-1),
+        "advantages": adv.reshape(-1),
+        "returns": ret.reshape(-1),
+        "task": task.repeat(steps),
+    }
+
+
+@torch.no_grad()
+def evaluate(
+    env,  # VecTaskEnv with envs_per_task = episodes
+    forward: Forward,
+    norms: list[ObsNorm],
+    action_kind: str,
+    deterministic: bool = True,
+    seed: int = 10_000,
+) -> np.ndarray:
+    """Return of the first episode of every env -> [num_tasks, episodes_per_task]."""
+    obs = env.reset(seed=seed)
+    task = torch.as_tensor(env.task_ids, dtype=torch.long)
+    mean, inv_std = stack_norms(norms)
+    returns = np.full(env.num_envs, np.nan)
+    while np.isnan(returns).any():
+        x = normalize_rows(torch.as_tensor(obs, dtype=torch.float32), mean, inv_std, task)
+        policy_out, _ = forward(x, task)
+        if deterministic:
+            action = greedy_action(action_kind, policy_out)
+        else:
+            action = make_distribution(action_kind, policy_out).sample()
+        obs, _, terminated, truncated, info = env.step(action.numpy())
+        done = np.logical_or(terminated, truncated) & np.isnan(returns)
+        returns[done] = info["episode_return"][done]
+    return returns.reshape(len(env.specs), -1)

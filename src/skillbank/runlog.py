@@ -1,0 +1,124 @@
+"""Run logging: metrics as JSONL and CSV, TensorBoard events, a rich progress bar."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+SCALARS = (
+    "sps",
+    "lr",
+    "policy_loss",
+    "value_loss",
+    "entropy",
+    "approx_kl",
+    "clipfrac",
+    "explained_variance",
+)
+
+
+def _finite_mean(values: list[float]) -> float:
+    vals = [v for v in values if v == v and not math.isinf(v)]
+    return sum(vals) / len(vals) if vals else float("nan")
+
+
+class RunLogger:
+    """Writes ``metrics.jsonl``, ``metrics.csv`` and (when tensorboard is installed)
+    TensorBoard event files under ``folder/tb``; shows a progress bar on the console."""
+
+    def __init__(
+        self,
+        folder: Path,
+        total_steps: int,
+        task_names: list[str],
+        title: str,
+        console: Console | None = None,
+        quiet: bool = False,
+    ) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.task_names = task_names
+        self._jsonl = (self.folder / "metrics.jsonl").open("w")
+        self._csv_file = (self.folder / "metrics.csv").open("w", newline="")
+        self._csv: csv.DictWriter | None = None
+        self._tb = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.folder / "tb"))
+        except ImportError:
+            pass
+        self.console = console or Console(stderr=True)
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("steps/task  {task.fields[sps]:>7} SPS  return {task.fields[ret]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            disable=quiet,
+            transient=False,
+        )
+        self._bar = self._progress.add_task(title, total=total_steps, sps="-", ret="-")
+
+    def __enter__(self) -> RunLogger:
+        self._progress.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def log(self, row: dict[str, Any]) -> None:
+        """Record one update's row (as produced by ``train_ppo``)."""
+        self._jsonl.write(json.dumps(row) + "\n")
+        self._jsonl.flush()
+        flat = {k: v for k, v in row.items() if k != "episodic_return"}
+        for name, ret in zip(self.task_names, row.get("episodic_return", [])):
+            flat[f"return/{name}"] = ret
+        if self._csv is None:
+            self._csv = csv.DictWriter(self._csv_file, fieldnames=list(flat))
+            self._csv.writeheader()
+        self._csv.writerow({k: flat.get(k) for k in self._csv.fieldnames})
+        self._csv_file.flush()
+        step = int(row["steps_per_task"])
+        if self._tb is not None:
+            for key in SCALARS:
+                if key in row and row[key] == row[key]:
+                    self._tb.add_scalar(f"charts/{key}", row[key], step)
+            for name, ret in zip(self.task_names, row.get("episodic_return", [])):
+                if ret == ret:
+                    self._tb.add_scalar(f"episodic_return/{name}", ret, step)
+        mean_ret = _finite_mean(row.get("episodic_return", []))
+        self._progress.update(
+            self._bar,
+            completed=step,
+            sps=f"{row.get('sps', 0):.0f}",
+            ret="-" if mean_ret != mean_ret else f"{mean_ret:.1f}",
+        )
+
+    def close(self) -> None:
+        self._progress.stop()
+        self._jsonl.close()
+        self._csv_file.close()
+        if self._tb is not None:
+            self._tb.close()

@@ -1,0 +1,120 @@
+"""Named suites: ordered lists of tasks. ``SUITES`` maps a suite name to its tasks.
+
+Task names are unique across all suites, so ``parse_task("cartpole/long-pole")`` finds a task
+by name alone.
+"""
+
+from __future__ import annotations
+
+from skillbank.tasks.spec import TaskSpec
+
+
+def cartpole_physics() -> list[TaskSpec]:
+    """Default CartPole-v1 and 5 physics variants (``pole_length`` is the FULL length).
+
+    Greedy returns (20 episodes) of a PPO base trained 100k steps on the default task
+    (``skillbank train-base --task cartpole --steps 100000``, seed 0), and of linear
+    controllers fitted by CEM on the default task (``python -m skillbank.tasks.calibrate``,
+    mean over 10 controllers):
+
+    ==========================  ===================  ========  ==================
+    task                        change               PPO base  linear controllers
+    ==========================  ===================  ========  ==================
+    ``cartpole/default``        none                 496.6     496.5
+    ``cartpole/long-pole``      pole_length=6        381.3     26.8
+    ``cartpole/high-gravity``   gravity=50           206.3     198.8
+    ``cartpole/reversed``       force_mag=-10        8.7       (fails)
+    ``cartpole/heavy-pole``     pole_mass=2          460.4     494.8
+    ``cartpole/weak-force``     force_mag=1          397.6     426.8
+    ==========================  ===================  ========  ==================
+
+    The base scores < 50% of 500 on ``high-gravity`` and ``reversed`` (a motor wired the
+    other way: the same observation needs the opposite action, the sharpest conflict for
+    continual learning); every task is solvable to 500. ``short-pole`` (pole_length=0.15,
+    force_mag=20) was dropped: the PPO base already scores 500 on it.
+    """
+    return [
+        TaskSpec("cartpole", {}, "cartpole/default"),
+        TaskSpec("cartpole", {"pole_length": 6.0}, "cartpole/long-pole"),
+        TaskSpec("cartpole", {"gravity": 50.0}, "cartpole/high-gravity"),
+        TaskSpec("cartpole", {"force_mag": -10.0}, "cartpole/reversed"),
+        TaskSpec("cartpole", {"pole_mass": 2.0}, "cartpole/heavy-pole"),
+        TaskSpec("cartpole", {"force_mag": 1.0}, "cartpole/weak-force"),
+    ]
+
+
+def pendulum_physics() -> list[TaskSpec]:
+    """Pendulum-v1 swing-up with changed mass, length and gravity (torque limit stays 2).
+
+    Angular acceleration is ``3 g / (2 l) sin(th) + 3 / (m l^2) u``: ``heavy`` halves the
+    torque's effect, ``long`` slows both terms, the gravity variants change how hard the
+    pendulum falls and so how many swings the swing-up needs.
+    """
+    return [
+        TaskSpec("pendulum", {}, "pendulum/default"),
+        TaskSpec("pendulum", {"mass": 2.0}, "pendulum/heavy"),
+        TaskSpec("pendulum", {"length": 1.5}, "pendulum/long"),
+        TaskSpec("pendulum", {"gravity": 5.0}, "pendulum/low-gravity"),
+        TaskSpec("pendulum", {"gravity": 15.0}, "pendulum/high-gravity"),
+    ]
+
+
+def halfcheetah_physics() -> list[TaskSpec]:
+    """HalfCheetah-v5 with half gravity, 1.5x mass, and a slippery floor (friction x0.3)."""
+    return [
+        TaskSpec("halfcheetah", {}, "halfcheetah/default"),
+        TaskSpec("halfcheetah", {"gravity_scale": 0.5}, "halfcheetah/low-gravity"),
+        TaskSpec("halfcheetah", {"mass_scale": 1.5}, "halfcheetah/heavy"),
+        TaskSpec("halfcheetah", {"friction_scale": 0.3}, "halfcheetah/slippery"),
+    ]
+
+
+def halfcheetah_vel() -> list[TaskSpec]:
+    """HalfCheetah running at a target forward velocity (m/s); reward in ``families.py``."""
+    return [
+        TaskSpec("halfcheetah-vel", {"target_velocity": v}, f"halfcheetah-vel/target-{v:g}")
+        for v in (0.5, 1.0, 2.0, 3.0)
+    ]
+
+
+SUITES: dict[str, list[TaskSpec]] = {
+    "cartpole-physics": cartpole_physics(),
+    "pendulum-physics": pendulum_physics(),
+    "halfcheetah-physics": halfcheetah_physics(),
+    "halfcheetah-vel": halfcheetah_vel(),
+}
+
+
+def _index_tasks() -> dict[str, TaskSpec]:
+    index: dict[str, TaskSpec] = {}
+    for suite, tasks in SUITES.items():
+        for task in tasks:
+            if task.name in index and index[task.name] != task:
+                raise RuntimeError(f"task name {task.name!r} of suite {suite!r} is used twice")
+            index[task.name] = task
+    return index
+
+
+_TASKS = _index_tasks()
+
+
+def list_suites() -> list[str]:
+    """Names of all suites, sorted."""
+    return sorted(SUITES)
+
+
+def get_suite(name: str) -> list[TaskSpec]:
+    """The tasks of suite ``name`` (a new list); ValueError listing the suites otherwise."""
+    if name not in SUITES:
+        raise ValueError(f"unknown suite {name!r}; valid suites: {', '.join(list_suites())}")
+    return list(SUITES[name])
+
+
+def list_suite_tasks() -> list[str]:
+    """Names of every task of every suite, sorted."""
+    return sorted(_TASKS)
+
+
+def find_suite_task(name: str) -> TaskSpec | None:
+    """The suite task called ``name``, or None."""
+    return _TASKS.get(name)

@@ -1,0 +1,184 @@
+"""The PPO training loop for a policy bank: K tasks, one batched update per minibatch.
+
+A *bank* maps each row of a batch to its task's parameters:
+- ``LoraBank``: task k -> LoRA slot k of one ``MultiLoraModel`` (the base frozen);
+- ``FullBank``: task k -> its own full copy of the network (full fine-tuning, or the
+  base itself when K = 1).
+The same loop (``train_ppo``) trains both; ``skillbank train-base``, ``train-skills`` and
+``--full-finetune`` are thin wrappers around it.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from skillbank.algos.ppo import PPOConfig, clip_grad_norm_per_slot, ppo_update
+from skillbank.lora import MultiLoraModel
+from skillbank.normalize import ObsNorm
+from skillbank.rollout.collect import RewardScaler, RolloutState, collect, evaluate
+from skillbank.tasks import TaskSpec, make_vec_env
+
+
+class LoraBank:
+    """Task k of the batch -> slot ``slots[k]`` of a multi-LoRA model."""
+
+    def __init__(self, model: MultiLoraModel, slots: Sequence[int]) -> None:
+        self.model = model
+        self.slot_table = torch.tensor(list(slots), dtype=torch.long)
+
+    def __call__(self, x: Tensor, task: Tensor) -> tuple[Tensor, Tensor]:
+        with self.model.slots(self.slot_table[task]):
+            return self.model.base(x)
+
+    def parameters(self) -> list[nn.Parameter]:
+        return self.model.slot_parameters()
+
+    def clip_grads(self, max_norm: float) -> None:
+        clip_grad_norm_per_slot(self.parameters(), max_norm)
+
+
+class FullBank:
+    """Task k of the batch -> its own full network ``models[k]``."""
+
+    def __init__(self, models: Sequence[nn.Module]) -> None:
+        self.models = list(models)
+        for m in self.models:
+            m.requires_grad_(True)
+
+    def __call__(self, x: Tensor, task: Tensor) -> tuple[Tensor, Tensor]:
+        if len(self.models) == 1:
+            return self.models[0](x)
+        pis: list[Tensor] = []
+        vals: list[Tensor] = []
+        idxs: list[Tensor] = []
+        for k, model in enumerate(self.models):
+            idx = torch.nonzero(task == k).squeeze(1)
+            if idx.numel():
+                pi, v = model(x[idx])
+                pis.append(pi)
+                vals.append(v)
+                idxs.append(idx)
+        order = torch.cat(idxs)
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(order.numel())
+        return torch.cat(pis)[inverse], torch.cat(vals)[inverse]
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [p for m in self.models for p in m.parameters()]
+
+    def clip_grads(self, max_norm: float) -> None:
+        for m in self.models:
+            nn.utils.clip_grad_norm_(m.parameters(), max_norm)
+
+
+Bank = LoraBank | FullBank
+
+
+@dataclass
+class TrainResult:
+    """What a run returns: final statistics and the learning curves."""
+
+    norms: list[ObsNorm]
+    curves: list[dict] = field(default_factory=list)  # one row per update
+    eval_returns: np.ndarray | None = None  # [K, episodes]
+    wall_time: float = 0.0
+    steps_per_task: int = 0
+
+
+def train_ppo(
+    bank: Bank,
+    specs: Sequence[TaskSpec],
+    cfg: PPOConfig,
+    action_kind: str,
+    *,
+    seed: int = 0,
+    init_norms: Sequence[ObsNorm] | None = None,
+    on_update: Callable[[dict], None] | None = None,
+    eval_episodes: int = 0,
+    should_stop: Callable[[dict], bool] | None = None,
+) -> TrainResult:
+    """Train every task of ``specs`` in its own part of ``bank`` for ``cfg.total_steps``
+    env steps each. ``on_update`` gets each row of the curves; ``should_stop(row)`` may end
+    the run early (e.g. after an evaluation reaches a threshold)."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    env = make_vec_env(list(specs), cfg.envs_per_task, seed)
+    k = len(specs)
+    norms = [n.copy() for n in init_norms] if init_norms else [ObsNorm.identity(env.obs_dim)] * k
+    norms = [n.copy() for n in norms]
+    scaler = RewardScaler(cfg.gamma, env.num_envs) if cfg.normalize_reward else None
+    state = RolloutState(env.reset(seed=seed), norms, scaler, [[] for _ in range(k)])
+    params = bank.parameters()
+    optimizer = torch.optim.Adam(params, lr=cfg.learning_rate, eps=cfg.adam_eps)
+    batch_per_update = cfg.envs_per_task * cfg.rollout_steps
+    num_updates = max(1, cfg.total_steps // batch_per_update)
+    result = TrainResult(norms=norms)
+    start = time.perf_counter()
+    for update in range(1, num_updates + 1):
+        if cfg.anneal_lr:
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.learning_rate * (1.0 - (update - 1) / num_updates)
+        batch = collect(env, bank, state, cfg, action_kind, gen)
+        stats = ppo_update(bank, optimizer, bank.clip_grads, batch, action_kind, cfg, k, gen)
+        elapsed = time.perf_counter() - start
+        steps = update * batch_per_update
+        recent = [float(np.mean(r[-10:])) if r else float("nan") for r in state.episode_returns]
+        row = {
+            "update": update,
+            "steps_per_task": steps,
+            "time": elapsed,
+            "sps": steps * k / elapsed,
+            "lr": optimizer.param_groups[0]["lr"],
+            "episodic_return": recent,
+            **stats,
+        }
+        result.curves.append(row)
+        if on_update is not None:
+            on_update(row)
+        if should_stop is not None and should_stop(row):
+            break
+    env.close()
+    result.wall_time = time.perf_counter() - start
+    result.steps_per_task = result.curves[-1]["steps_per_task"]
+    if eval_episodes:
+        result.eval_returns = evaluate_bank(bank, specs, norms, action_kind, eval_episodes, seed)
+    return result
+
+
+def evaluate_bank(
+    bank: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]],
+    specs: Sequence[TaskSpec],
+    norms: Sequence[ObsNorm],
+    action_kind: str,
+    episodes: int,
+    seed: int = 0,
+) -> np.ndarray:
+    """Greedy returns [K, episodes]: task k run by part k of the bank with norms[k]."""
+    env = make_vec_env(list(specs), episodes, seed + 10_000)
+    try:
+        return evaluate(env, bank, list(norms), action_kind, seed=seed + 10_000)
+    finally:
+        env.close()
+
+
+def full_copies(base: nn.Module, k: int) -> FullBank:
+    """K trainable deep copies of ``base`` (full fine-tuning)."""
+    return FullBank([copy.deepcopy(base) for _ in range(k)])
+
+
+def save_curves(path: Path, curves: list[dict]) -> None:
+    """Write curves as JSONL (one update per line)."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        for row in curves:
+            f.write(json.dumps(row) + "\n")
