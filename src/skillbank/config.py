@@ -70,4 +70,9 @@ def load_ppo_toml(path: Path, base: T) -> T:
     unknown = set(data) - {"ppo"}
     if unknown:
         raise ConfigError(f"{path}: unknown table(s) {sorted(unknown)}; expected [ppo]")
-    return update_dataclass(base, data.get("ppo", {}), f"{path} [ppo]")
+    table = data.get("ppo", {})
+    if not isinstance(table, dict):
+        raise ConfigError(
+            f"{path}: field 'ppo' must be a table ([ppo]), got {type(table).__name__}"
+        )
+    return update_dataclass(base, table, f"{path} [ppo]")

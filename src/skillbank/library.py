@@ -67,7 +67,7 @@ def read_json(path: Path) -> dict:
 
 
 def check_skill_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME_RE.match(name) or name in (".", ".."):
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or name in (".", ".."):
         raise LibraryError(
             f"skill name {name!r} is not allowed: use letters, digits, '_', '-', '.' (<= 100)"
         )
@@ -184,7 +184,8 @@ class PolicyLibrary:
             lib._build_model(num_slots=len(names), capacity=capacity)
         for name in names:
             try:
-                lib._load_skill_dir(name, path / "skills" / name)
+                check_skill_name(name)
+                lib._register(name, *lib._load_into_free_slot(path / "skills" / name))
             except (LibraryError, peft_format.AdapterFormatError, ValueError, KeyError) as e:
                 if strict:
                     raise
@@ -226,16 +227,28 @@ class PolicyLibrary:
             free = [k for k in range(self.model.num_slots) if k not in used]
         return free[0]
 
-    def _load_skill_dir(self, name: str, folder: Path) -> None:
+    def _load_into_free_slot(self, folder: Path) -> tuple[int, dict]:
+        """Validate a skill folder and load it into a free slot; registers nothing."""
         meta = read_json(folder / "skill.json") if (folder / "skill.json").exists() else {}
+        if meta.get("obs_norm"):
+            try:
+                ObsNorm.from_dict(meta["obs_norm"])
+            except (KeyError, TypeError, ValueError) as e:
+                raise LibraryError(f"{folder / 'skill.json'}: field 'obs_norm': {e}") from e
         _, state, _ = peft_format.read_adapter(folder)
         rank = max((a.shape[0] for a, _, _ in state.values()), default=1)
         slot = self._free_slot(rank)
-        peft_format.load_adapter(self.model, slot, folder)
-        if meta.get("obs_norm"):
-            ObsNorm.from_dict(meta["obs_norm"])  # validate
-        self._skills[name] = meta
+        peft_format.load_adapter(self.model, slot, folder)  # validates before writing
+        return slot, meta
+
+    def _register(self, name: str, slot: int, meta: dict) -> None:
+        """Point ``name`` at ``slot`` (keeping its place in the order) and empty any slot
+        it had before."""
+        old = self._slot.get(name)
+        if old is not None and old != slot:
+            self.model.zero_slot(old)
         self._slot[name] = slot
+        self._skills[name] = meta
         self._norm_cache = None
 
     def add_skill(
@@ -265,16 +278,7 @@ class PolicyLibrary:
                 config, state, extra = peft_format.read_adapter(src)
                 peft_format.write_adapter(tmp, config, state, extra)
             atomic_write_json(tmp / "skill.json", meta)
-            old_slot = self._slot.pop(name, None)
-            old_meta = self._skills.pop(name, None)
-            try:
-                self._load_skill_dir(name, tmp)
-            except Exception:
-                if old_slot is not None and old_meta is not None:
-                    self._slot[name], self._skills[name] = old_slot, old_meta
-                raise
-            if old_slot is not None:
-                self.model.zero_slot(old_slot)
+            slot, meta = self._load_into_free_slot(tmp)  # the old skill stays until this works
             final = skills_dir / name
             if final.exists():
                 trash = skills_dir / f".old-{name}-{uuid.uuid4().hex[:8]}"
@@ -283,6 +287,7 @@ class PolicyLibrary:
                 shutil.rmtree(trash)
             else:
                 os.replace(tmp, final)
+            self._register(name, slot, meta)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp)

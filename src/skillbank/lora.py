@@ -48,8 +48,12 @@ def make_plan(slot_ids: Tensor) -> RowPlan | None:
     """Group flat slot ids ``[rows]`` into a padded per-slot block. None if all are -1."""
     ids = slot_ids.reshape(-1).long()
     n_rows = ids.numel()
+    if n_rows == 0:
+        return None
+    if int(ids.min()) < -1:
+        raise ValueError(f"slot ids must be >= -1 (-1 = base only), got {int(ids.min())}")
     active = ids >= 0
-    if n_rows == 0 or not bool(active.any()):
+    if not bool(active.any()):
         return None
     all_active = bool(active.all())
     sorted_in = all_active and bool((ids[1:] >= ids[:-1]).all())
@@ -169,6 +173,8 @@ class MultiLoraLinear(nn.Module):
             return self.base_layer(x)
         x2 = x.reshape(-1, self.in_features)  # [rows, in]
         n, m = len(plan.slot_list), plan.block
+        if plan.slot_list[-1] >= self.num_slots:
+            raise IndexError(f"slot id {plan.slot_list[-1]} >= num_slots {self.num_slots}")
         if n == self.num_slots:  # every slot present: no copy of the adapter stacks
             a, b, s = self.lora_A, self.lora_B, self.slot_scale
         else:

@@ -103,11 +103,12 @@ def train_ppo(
     init_norms: Sequence[ObsNorm] | None = None,
     on_update: Callable[[dict], None] | None = None,
     eval_episodes: int = 0,
-    should_stop: Callable[[dict], bool] | None = None,
+    should_stop: Callable[[dict, list[ObsNorm]], bool] | None = None,
 ) -> TrainResult:
     """Train every task of ``specs`` in its own part of ``bank`` for ``cfg.total_steps``
-    env steps each. ``on_update`` gets each row of the curves; ``should_stop(row)`` may end
-    the run early (e.g. after an evaluation reaches a threshold)."""
+    env steps each. ``on_update`` gets each row of the curves; ``should_stop(row, norms)``
+    may end the run early (e.g. when an evaluation with the current observation statistics
+    ``norms`` reaches a threshold)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     env = make_vec_env(list(specs), cfg.envs_per_task, seed)
@@ -143,7 +144,7 @@ def train_ppo(
         result.curves.append(row)
         if on_update is not None:
             on_update(row)
-        if should_stop is not None and should_stop(row):
+        if should_stop is not None and should_stop(row, norms):
             break
     env.close()
     result.wall_time = time.perf_counter() - start

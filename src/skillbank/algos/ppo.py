@@ -150,7 +150,8 @@ def stratified_minibatches(
     parts concatenated in task order (so rows arrive grouped by task, equal counts)."""
     per_task = [torch.nonzero(task == k).squeeze(1) for k in range(num_tasks)]
     parts = [
-        p[torch.randperm(p.numel(), generator=generator)].chunk(num_minibatches) for p in per_task
+        p[torch.randperm(p.numel(), generator=generator)].tensor_split(num_minibatches)
+        for p in per_task
     ]
     return [torch.cat([parts[k][i] for k in range(num_tasks)]) for i in range(num_minibatches)]
 
