@@ -130,3 +130,12 @@ def test_bad_inputs_give_one_clear_error(tmp_path: Path, capsys: pytest.CaptureF
     assert main(["train-skills", str(lib), "--task", "cartpole", "--config", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "bad.toml" in err and "learning_rat" in err
+
+
+def test_cli_parses_arguments_before_importing_torch() -> None:
+    code = (
+        "import sys, skillbank.cli as c; p = c.build_parser(); p.parse_args(['suites']); "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr
