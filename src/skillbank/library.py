@@ -317,18 +317,23 @@ class PolicyLibrary:
         """A fresh copy of the plain base module (no adapters): what ``peft`` wraps."""
         return _deepcopy(self._plain)
 
-    def slot_ids(self, skills: str | None | Sequence[str | None], n: int) -> Tensor:
+    def slot_ids(self, skills: str | None | Sequence[str | None] | Tensor, n: int) -> Tensor:
         """Slot id per row (``-1`` for the base) from one name for all rows or one per row."""
         if skills is None or isinstance(skills, str):
             return torch.full((n,), -1 if skills is None else self.slot_of(skills))
         if len(skills) != n:
             raise ValueError(f"{len(skills)} skill names for {n} rows")
+        if isinstance(skills, Tensor):  # slot ids already (e.g. from an earlier call)
+            return skills.long()
         lookup = {s: (-1 if s is None else self.slot_of(s)) for s in set(skills)}
-        return torch.tensor([lookup[s] for s in skills], dtype=torch.long)
+        ids = np.fromiter(map(lookup.__getitem__, skills), dtype=np.int64, count=n)
+        return torch.from_numpy(ids)
 
-    def forward(self, x: Tensor, skills: str | None | Sequence[str | None]) -> Any:
+    def forward(self, x: Tensor, skills: str | None | Sequence[str | None] | Tensor) -> Any:
         """Run the base on ``x`` (already normalised) with each row's skill applied.
 
+        ``skills``: one name for all rows, one name (or None) per row, or slot ids from
+        ``slot_ids`` (cheapest for large batches called repeatedly).
         Returns exactly what ``base_model()(x)`` returns. Rows are grouped by skill inside
         (sorted, then restored), so any mix of skills is one forward call."""
         ids = self.slot_ids(skills, x.shape[0])

@@ -11,14 +11,27 @@ from pathlib import Path
 from rich.table import Table
 
 
-def eval_table(table: dict, title: str = "greedy return (mean ± std)") -> Table:
+def _short_names(names: Sequence[str]) -> list[str]:
+    """Drop a family prefix shared by every name ("cartpole/long-pole" -> "long-pole")."""
+    prefixes = {n.split("/", 1)[0] for n in names if "/" in n}
+    if len(prefixes) == 1 and all("/" in n for n in names):
+        return [n.split("/", 1)[1] for n in names]
+    return list(names)
+
+
+def _fmt(mean: float, std: float) -> str:
+    digits = 0 if abs(mean) >= 100 else 1
+    return f"{mean:.{digits}f}±{std:.{digits}f}"
+
+
+def eval_table(table: dict, title: str = "greedy return, mean±std") -> Table:
     """Rich table of ``evaluate_library`` output: policies x tasks."""
-    t = Table(title=f"{title}, {table['episodes']} episodes")
+    t = Table(title=f"{title} over {table['episodes']} episodes")
     t.add_column("policy")
-    for name in table["tasks"]:
+    for name in _short_names(table["tasks"]):
         t.add_column(name, justify="right")
     for pol, means, stds in zip(table["policies"], table["mean"], table["std"]):
-        t.add_row(pol, *[f"{m:.1f} ± {s:.1f}" for m, s in zip(means, stds)])
+        t.add_row(pol, *[_fmt(m, s) for m, s in zip(means, stds)])
     return t
 
 

@@ -24,7 +24,7 @@ from skillbank.algos.ppo import PPOConfig, clip_grad_norm_per_slot, ppo_update
 from skillbank.lora import MultiLoraModel
 from skillbank.normalize import ObsNorm
 from skillbank.rollout.collect import RewardScaler, RolloutState, collect, evaluate
-from skillbank.tasks import TaskSpec, make_vec_env
+from skillbank.tasks import TaskSpec, VecTaskEnv, make_vec_env
 
 
 class LoraBank:
@@ -104,14 +104,20 @@ def train_ppo(
     on_update: Callable[[dict], None] | None = None,
     eval_episodes: int = 0,
     should_stop: Callable[[dict, list[ObsNorm]], bool] | None = None,
+    extra_loss: Callable[[], tuple[Tensor, dict[str, float]]] | None = None,
+    env: VecTaskEnv | None = None,
 ) -> TrainResult:
     """Train every task of ``specs`` in its own part of ``bank`` for ``cfg.total_steps``
     env steps each. ``on_update`` gets each row of the curves; ``should_stop(row, norms)``
     may end the run early (e.g. when an evaluation with the current observation statistics
-    ``norms`` reaches a threshold)."""
+    ``norms`` reaches a threshold). ``extra_loss`` is added to every minibatch's PPO loss
+    (see ``ppo_update``). ``env``: an existing vector env for ``specs`` (else one is made
+    and closed here)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    env = make_vec_env(list(specs), cfg.envs_per_task, seed)
+    own_env = env is None
+    if env is None:
+        env = make_vec_env(list(specs), cfg.envs_per_task, seed)
     k = len(specs)
     norms = [n.copy() for n in init_norms] if init_norms else [ObsNorm.identity(env.obs_dim)] * k
     norms = [n.copy() for n in norms]
@@ -128,7 +134,9 @@ def train_ppo(
             for group in optimizer.param_groups:
                 group["lr"] = cfg.learning_rate * (1.0 - (update - 1) / num_updates)
         batch = collect(env, bank, state, cfg, action_kind, gen)
-        stats = ppo_update(bank, optimizer, bank.clip_grads, batch, action_kind, cfg, k, gen)
+        stats = ppo_update(
+            bank, optimizer, bank.clip_grads, batch, action_kind, cfg, k, gen, extra_loss
+        )
         elapsed = time.perf_counter() - start
         steps = update * batch_per_update
         recent = [float(np.mean(r[-10:])) if r else float("nan") for r in state.episode_returns]
@@ -146,7 +154,8 @@ def train_ppo(
             on_update(row)
         if should_stop is not None and should_stop(row, norms):
             break
-    env.close()
+    if own_env:
+        env.close()
     result.wall_time = time.perf_counter() - start
     result.steps_per_task = result.curves[-1]["steps_per_task"]
     if eval_episodes:

@@ -165,12 +165,15 @@ def ppo_update(
     cfg: PPOConfig,
     num_tasks: int,
     generator: torch.Generator,
+    extra_loss: Callable[[], tuple[Tensor, dict[str, float]]] | None = None,
 ) -> dict[str, float]:
     """``update_epochs`` passes of minibatch PPO over a flat batch.
 
     ``batch`` holds flat tensors: obs (normalised), actions, logp, values, advantages,
     returns, task. ``forward(obs, task)`` -> (policy_out, value) runs each row with its
-    task's parameters; ``clip_grads(max_norm)`` clips gradients per task.
+    task's parameters; ``clip_grads(max_norm)`` clips gradients per task. ``extra_loss()``
+    (optional) is added to every minibatch's loss, e.g. a continual-learning penalty or a
+    behaviour-cloning term; it returns (loss, statistics).
     """
     stats: dict[str, list[float]] = {}
     for _ in range(cfg.update_epochs):
@@ -179,6 +182,10 @@ def ppo_update(
             mb = {k: v[idx] for k, v in batch.items()}
             policy_out, value = forward(mb["obs"], mb["task"])
             loss, s = ppo_loss(policy_out, value, mb, action_kind, cfg, num_tasks)
+            if extra_loss is not None:
+                extra, extra_stats = extra_loss()
+                loss = loss + extra
+                s = {**s, **extra_stats}
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             clip_grads(cfg.max_grad_norm)
