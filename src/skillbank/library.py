@@ -410,7 +410,8 @@ class PolicyLibrary:
     # ----------------------------------------------------------------- export
     def export_skill(self, name: str, out_dir: str | os.PathLike) -> Path:
         """Write skill ``name`` merged into a plain copy of the base: ``model.safetensors``
-        + ``config.json`` (kind, kwargs, obs_norm, task). Runs with ``load_policy``."""
+        + ``config.json`` (kind, kwargs, obs_norm, task), and for actor-critics ``policy.py``,
+        a runner that needs only torch and safetensors. ``load_policy`` loads it too."""
         slot = self.slot_of(name)
         merged = self.model.merged_copy(slot)
         out = Path(out_dir)
@@ -427,6 +428,8 @@ class PolicyLibrary:
             "skill": name,
         }
         atomic_write_json(tmp / "config.json", config)
+        if self.base_config["kind"] == "actor_critic":  # a runner that needs no skillbank
+            shutil.copyfile(Path(__file__).with_name("standalone_policy.py"), tmp / "policy.py")
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
