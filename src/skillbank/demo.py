@@ -137,7 +137,11 @@ def run_demo(
     for r in mem_rows:
         mem.add_row(*r)
     console.print(mem)
-    console.print(f"storage saved vs full copies: {100 * report['saving']:.0f}%")
+    proj = {n: 1 - (base_bytes + n * skill_bytes) / (n * base_bytes) for n in (10, 50)}
+    console.print(
+        f"storage saved vs full copies: {100 * report['saving']:.0f}% with {len(specs)} skills;"
+        f" {100 * proj[10]:.0f}% at 10 skills, {100 * proj[50]:.0f}% at 50 (same skill size)"
+    )
 
     rank_tab = Table(title="rank sweep: mean greedy return over tasks, skill size vs base")
     for col in ("rank", "skill bytes", "vs base", "mean return", "min return"):

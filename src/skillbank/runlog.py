@@ -12,11 +12,9 @@ from typing import Any
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 
 SCALARS = (
@@ -29,6 +27,11 @@ SCALARS = (
     "clipfrac",
     "explained_variance",
 )
+
+
+def _k(step: int, total: int) -> str:
+    """Compact progress text: ``'12k/80k'``."""
+    return f"{step / 1000:.0f}k/{total / 1000:.0f}k" if total >= 10_000 else f"{step}/{total}"
 
 
 def _finite_mean(values: list[float]) -> float:
@@ -65,16 +68,18 @@ class RunLogger:
         self.console = console or Console(stderr=True)
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("steps/task  {task.fields[sps]:>7} SPS  return {task.fields[ret]}"),
+            BarColumn(bar_width=16),
+            TextColumn("{task.fields[steps]} steps/task {task.fields[sps]:>6} SPS"),
+            TextColumn("return {task.fields[ret]:>6}"),
             TimeElapsedColumn(),
-            TimeRemainingColumn(),
             console=self.console,
             disable=quiet,
             transient=False,
         )
-        self._bar = self._progress.add_task(title, total=total_steps, sps="-", ret="-")
+        self.total_steps = total_steps
+        self._bar = self._progress.add_task(
+            title, total=total_steps, sps="-", ret="-", steps=_k(0, total_steps)
+        )
 
     def __enter__(self) -> RunLogger:
         self._progress.start()
@@ -113,6 +118,7 @@ class RunLogger:
             self._bar,
             completed=step,
             sps=f"{row.get('sps', 0):.0f}",
+            steps=_k(step, self.total_steps),
             ret="-" if mean_ret != mean_ret else f"{mean_ret:.1f}",
         )
 

@@ -1,0 +1,74 @@
+"""Per-task state on disk: tensors as safetensors, statistics and progress as JSON.
+
+A state folder is complete only when its ``STABLE`` file exists (written last); the
+latest complete folder of a run is what ``--resume`` continues from. Older folders of the
+same run are removed once a newer one is complete.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from skillbank.continual.paths import (
+    norms_file,
+    progress_file,
+    stable_file,
+    task_index,
+    tensors_file,
+)
+from skillbank.library import atomic_write_json, read_json
+from skillbank.normalize import ObsNorm
+
+
+def save_state(
+    folder: Path, tensors: dict[str, Tensor], norms: list[ObsNorm], progress: dict[str, Any]
+) -> None:
+    """Write one complete state folder (STABLE last), then drop the run's older ones."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    tmp = folder / ".tensors.tmp"
+    save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(tmp))
+    tmp.replace(tensors_file(folder))
+    atomic_write_json(norms_file(folder), [n.to_dict() for n in norms])
+    atomic_write_json(progress_file(folder), progress)
+    stable_file(folder).write_text("ok\n")
+    j = task_index(folder)
+    for other in folder.parent.glob("task_*"):
+        if other != folder and 0 <= task_index(other) < j:
+            shutil.rmtree(other)
+
+
+def latest_state(run_folder: Path) -> Path | None:
+    """The complete state folder with the highest task index, or None."""
+    if not run_folder.is_dir():
+        return None
+    done = [f for f in run_folder.glob("task_*") if stable_file(f).is_file() and task_index(f) >= 0]
+    return max(done, key=task_index) if done else None
+
+
+def load_state(folder: Path) -> tuple[dict[str, Tensor], list[ObsNorm], dict[str, Any]]:
+    """(tensors, norms, progress) of a complete state folder."""
+    if not stable_file(folder).is_file():
+        raise FileNotFoundError(f"{folder}: incomplete state (no STABLE)")
+    tensors = load_file(str(tensors_file(folder)))
+    raw = read_json_list(norms_file(folder))
+    norms = [ObsNorm.from_dict(d) for d in raw]
+    return tensors, norms, read_json(progress_file(folder))
+
+
+def read_json_list(path: Path) -> list:
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: unreadable ({e})") from e
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a JSON list")
+    return data

@@ -1,0 +1,181 @@
+"""``skillbank continual``: every strategy x seed on one task sequence, then results.json
+and report.html. Refuses an output folder holding another run unless told to resume it
+(``resume``: skip finished work, continue unfinished sequences from their last completed
+task) or to replace it (``overwrite``)."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from skillbank.continual.config import ContinualConfig
+from skillbank.continual.paths import RunPaths
+from skillbank.continual.progress import ContinualProgress
+from skillbank.continual.rollouts import random_policy_return
+from skillbank.continual.runner import EVAL_SEED, Schedule, run_joint, run_reference, run_sequence
+from skillbank.continual.strategies import Context, get_strategy
+from skillbank.library import atomic_write_json, read_json
+from skillbank.tasks import TaskSpec, get_suite
+
+FORMAT = "skillbank-continual/1"
+
+
+def select_tasks(config: ContinualConfig) -> list[TaskSpec]:
+    """The suite's tasks in training order (ValueError naming the valid suites/indices)."""
+    suite = get_suite(config.suite)
+    if config.tasks is None:
+        return suite
+    bad = [i for i in config.tasks if not 0 <= i < len(suite)]
+    if bad:
+        listing = ", ".join(f"{i}={s.name}" for i, s in enumerate(suite))
+        raise ValueError(f"task indices {bad} not in suite {config.suite!r}; valid: {listing}")
+    return [suite[i] for i in config.tasks]
+
+
+def prepare_folder(paths: RunPaths, config: ContinualConfig, resume: bool, overwrite: bool) -> None:
+    if resume and overwrite:
+        raise ValueError("give either --resume or --overwrite, not both")
+    holds_run = any(p.exists() for p in paths.owned())
+    if holds_run and overwrite:
+        for p in paths.owned():
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    elif holds_run and not resume:
+        raise ValueError(
+            f"{paths.root}: this folder holds another run ({paths.config.name}, "
+            f"{paths.state.name}/); use --resume to continue it or --overwrite to replace it"
+        )
+    elif resume and paths.config.is_file():
+        old = ContinualConfig.from_dict(read_json(paths.config))
+        diff = old.mismatch(config)
+        if diff:
+            pairs = "; ".join(f"{k}: {getattr(old, k)!r} -> {getattr(config, k)!r}" for k in diff)
+            raise ValueError(f"{paths.config}: cannot resume with a different config ({pairs})")
+    atomic_write_json(paths.config, config.to_dict())
+
+
+def make_context(config: ContinualConfig, specs: list[TaskSpec], seed: int) -> Context:
+    from skillbank.workflows import default_ppo, spaces_of
+
+    shapes = {spaces_of(s)[:3] for s in specs}
+    if len(shapes) != 1:
+        raise ValueError(f"tasks of one sequence need one observation and action shape: {shapes}")
+    obs_dim, kind, dim = shapes.pop()
+    over = {"total_steps": config.steps_per_task}
+    if config.envs_per_task is not None:
+        over["envs_per_task"] = config.envs_per_task
+    full = replace(default_ppo(specs[0], "base"), **over)
+    lora = replace(default_ppo(specs[0], "lora"), **over)
+    if config.full_lr is not None:
+        full = replace(full, learning_rate=config.full_lr)
+    if config.lora_lr is not None:
+        lora = replace(lora, learning_rate=config.lora_lr)
+    if full.envs_per_task * full.rollout_steps != lora.envs_per_task * lora.rollout_steps:
+        raise ValueError("full and LoRA PPO settings must collect the same steps per update")
+    return Context(specs, config, kind, obs_dim, dim, full, lora, seed)
+
+
+def make_schedule(ctx: Context) -> Schedule:
+    batch = ctx.full_ppo.envs_per_task * ctx.full_ppo.rollout_steps
+    updates = max(1, ctx.config.steps_per_task // batch)
+    every = max(1, -(-ctx.config.eval_every // batch))
+    return Schedule(batch, updates, every)
+
+
+def normalisation(specs: list[TaskSpec], references: dict[str, list[dict]], episodes: int) -> dict:
+    """Per-task rule: ``return / max_return`` when the family has one, else
+    ``(R - R_random) / (R_ref - R_random)`` with R_random the mean return of uniform
+    random actions and R_ref the single-task references' final return (mean over seeds);
+    both clipped to [0, 1]."""
+    tasks = []
+    for i, spec in enumerate(specs):
+        if spec.info.max_return is not None:
+            tasks.append(
+                {
+                    "name": spec.name,
+                    "rule": "return / max_return",
+                    "low": 0.0,
+                    "high": float(spec.info.max_return),
+                }
+            )
+            continue
+        low = random_policy_return(spec, episodes, EVAL_SEED)
+        finals = [ref["final"] for runs in references.values() for ref in runs if ref["task"] == i]
+        high = sum(finals) / len(finals)
+        if not high > low:
+            high = low + max(1e-6, 0.01 * abs(low))
+        tasks.append(
+            {
+                "name": spec.name,
+                "low": low,
+                "high": high,
+                "rule": "(R - R_random) / (R_reference_final - R_random)",
+            }
+        )
+    return {"clip": [0.0, 1.0], "tasks": tasks}
+
+
+def run_continual(
+    config: ContinualConfig,
+    out: Path,
+    resume: bool = False,
+    overwrite: bool = False,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Run everything ``config`` asks for; returns the results (also in OUT/results.json)."""
+    classes = {name: get_strategy(name) for name in config.strategies}
+    specs = select_tasks(config)
+    paths = RunPaths(out)
+    prepare_folder(paths, config, resume, overwrite)
+    ctx0 = make_context(config, specs, config.first_seed)
+    sched = make_schedule(ctx0)
+    seeds = config.seed_list
+    per_run = {n: sched.steps * len(specs) for n in classes}
+    totals = {"reference": sched.steps * len(specs) * len(seeds)}
+    totals.update({n: steps * len(seeds) for n, steps in per_run.items()})
+    results: dict[str, Any] = {
+        "format": FORMAT,
+        "config": config.to_dict(),
+        "tasks": [s.to_dict() for s in specs],
+        "task_names": [s.name for s in specs],
+        "steps_per_task": sched.steps,
+        "eval_every_steps": sched.eval_updates * sched.batch,
+        "ppo": {"full": ctx0.full_ppo.to_dict(), "lora": ctx0.lora_ppo.to_dict()},
+        "strategy_info": {
+            n: {"sequential": c.sequential, "description": c.description}
+            for n, c in classes.items()
+        },
+        "reference": {},
+        "runs": {n: {} for n in classes},
+    }
+    with ContinualProgress(totals, quiet) as progress:
+        for seed in seeds:
+            ctx = replace(ctx0, seed=seed)
+            results["reference"][str(seed)] = [
+                run_reference(ctx, sched, i, paths, progress) for i in range(len(specs))
+            ]
+        results["normalisation"] = normalisation(specs, results["reference"], config.eval_episodes)
+        for name, cls in classes.items():
+            for seed in seeds:
+                strategy = cls(replace(ctx0, seed=seed))
+                run = run_sequence if cls.sequential else run_joint
+                results["runs"][name][str(seed)] = run(strategy, sched, paths, progress, resume)
+                save_results(paths, results)
+    save_results(paths, results)
+    from skillbank.continual.report import write_report
+
+    write_report(results, paths.report)
+    return results
+
+
+def save_results(paths: RunPaths, results: dict[str, Any]) -> None:
+    """Write results.json with the current summary (atomic)."""
+    from skillbank.continual.summary import summarise
+
+    if "normalisation" in results:
+        results["summary"] = summarise(results)
+    atomic_write_json(paths.results, results)

@@ -1,0 +1,16 @@
+"""Continual-learning strategies, registered by name in ``STRATEGIES``."""
+
+from __future__ import annotations
+
+from skillbank.continual.strategies import lora, multitask, replay, shared  # noqa: F401
+from skillbank.continual.strategies.base import STRATEGIES, Context, Strategy, TaskSetup
+
+
+def get_strategy(name: str) -> type[Strategy]:
+    """The strategy class called ``name``; ValueError listing the valid names otherwise."""
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}; valid strategies: {', '.join(STRATEGIES)}")
+    return STRATEGIES[name]
+
+
+__all__ = ["STRATEGIES", "Context", "Strategy", "TaskSetup", "get_strategy"]

@@ -1,0 +1,216 @@
+"""Checkpoints and broadcasts of a run, and the trainer's internal key space.
+
+``trainer/rank_<k>.pt`` is a flat ``{name: tensor}`` dict saved with ``torch.save`` and read
+with ``torch.load(weights_only=True)``. Its keys (the *internal key space*):
+
+- ``lora.<module path>.A`` ``[r, in]``, ``lora.<module path>.B`` ``[out, r]``,
+  ``lora.<module path>.alpha`` (scalar, float64): the adapter, scaling ``alpha / r``;
+- ``optim.<module path>.{A,B}.{exp_avg,exp_avg_sq}`` (same shapes) and ``optim.step``:
+  the run's Adam state (absent in a converted checkpoint: a fresh optimiser);
+- ``obs_norm.{mean,var,count}``: the run's observation statistics (optional);
+- ``run.step``: the step of the checkpoint.
+
+``weight/`` holds the same adapter in PEFT's format, with its own ``STABLE``; the
+checkpoint's ``STABLE`` comes last. A broadcast is the adapter in PEFT's format plus
+``obs_norm.json``, then ``STABLE``.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from skillbank import peft_format
+from skillbank.service.files import (
+    ensure_subdir,
+    mark_stable,
+    publish_dir,
+    remove_dir,
+    staging_dir,
+    write_bytes_atomic,
+    write_json_atomic,
+)
+from skillbank.service.paths import RunPaths, rank_file_name
+
+LoraState = dict[str, tuple[Tensor, Tensor, float]]
+PARTS = ("A", "B")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file the trainer cannot use; the message names the file and the key."""
+
+    def __init__(self, path: Path, problem: str, key: str | None = None) -> None:
+        where = str(path) if key is None else f"{path}: key {key!r}"
+        super().__init__(f"{where}: {problem}")
+
+
+# ------------------------------------------------------------------- key space
+def adapter_tensors(state: LoraState) -> dict[str, Tensor]:
+    """``{module: (A, B, alpha)}`` -> internal keys (layers of rank 0 are left out)."""
+    out: dict[str, Tensor] = {}
+    for path, (a, b, alpha) in sorted(state.items()):
+        if a.shape[0] == 0:
+            continue
+        out[f"lora.{path}.A"] = a.detach().clone().contiguous()
+        out[f"lora.{path}.B"] = b.detach().clone().contiguous()
+        out[f"lora.{path}.alpha"] = torch.tensor(float(alpha), dtype=torch.float64)
+    return out
+
+
+def adapter_state(tensors: dict[str, Tensor], source: Path) -> LoraState:
+    """Inverse of ``adapter_tensors``."""
+    modules = sorted({k[5:-2] for k in tensors if k.startswith("lora.") and k.endswith(".A")})
+    if not modules:
+        raise CheckpointError(source, "no adapter tensors (keys lora.<module>.A/B/alpha)")
+    state: LoraState = {}
+    for path in modules:
+        keys = [f"lora.{path}.{p}" for p in ("A", "B", "alpha")]
+        for key in keys:
+            if key not in tensors:
+                raise CheckpointError(source, "missing", key)
+        a, b, alpha = (tensors[k] for k in keys)
+        if a.dim() != 2 or b.dim() != 2 or b.shape[1] != a.shape[0] or alpha.numel() != 1:
+            raise CheckpointError(
+                source, f"shapes A {tuple(a.shape)}, B {tuple(b.shape)} do not match", keys[0]
+            )
+        state[path] = (a, b, float(alpha))
+    return state
+
+
+def optimizer_tensors(
+    module_paths: Sequence[str], step: int, exp_avg: Sequence[Tensor], exp_avg_sq: Sequence[Tensor]
+) -> dict[str, Tensor]:
+    """SlotAdam slot state (params ordered as ``MultiLoraModel.slot_parameters()``: A, B per
+    module) -> internal keys."""
+    out = {"optim.step": torch.tensor(step, dtype=torch.int64)}
+    names = [f"{m}.{p}" for m in module_paths for p in PARTS]
+    for name, m, v in zip(names, exp_avg, exp_avg_sq):
+        out[f"optim.{name}.exp_avg"] = m.contiguous()
+        out[f"optim.{name}.exp_avg_sq"] = v.contiguous()
+    return out
+
+
+def optimizer_state(
+    tensors: dict[str, Tensor], module_paths: Sequence[str], source: Path
+) -> tuple[int, list[Tensor], list[Tensor]] | None:
+    """Inverse of ``optimizer_tensors``; None when the checkpoint has no optimiser state."""
+    if "optim.step" not in tensors:
+        return None
+    m_list, v_list = [], []
+    for name in (f"{m}.{p}" for m in module_paths for p in PARTS):
+        for key, dst in ((f"optim.{name}.exp_avg", m_list), (f"optim.{name}.exp_avg_sq", v_list)):
+            if key not in tensors:
+                raise CheckpointError(source, "missing", key)
+            dst.append(tensors[key])
+    return int(tensors["optim.step"]), m_list, v_list
+
+
+def norm_tensors(obs_norm: dict[str, Any] | None) -> dict[str, Tensor]:
+    if obs_norm is None:
+        return {}
+    return {
+        "obs_norm.mean": torch.tensor(obs_norm["mean"], dtype=torch.float64),
+        "obs_norm.var": torch.tensor(obs_norm["var"], dtype=torch.float64),
+        "obs_norm.count": torch.tensor(float(obs_norm.get("count", 1e-4)), dtype=torch.float64),
+    }
+
+
+def norm_from_tensors(tensors: dict[str, Tensor]) -> dict[str, Any] | None:
+    if "obs_norm.mean" not in tensors:
+        return None
+    return {
+        "mean": tensors["obs_norm.mean"].tolist(),
+        "var": tensors["obs_norm.var"].tolist(),
+        "count": float(tensors["obs_norm.count"]),
+    }
+
+
+# ------------------------------------------------------------------ rank files
+def save_rank_file(path: Path, tensors: dict[str, Tensor]) -> None:
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in tensors.items()}, buf)
+    path.parent.mkdir(parents=True, exist_ok=True)  # only ever inside a staging folder
+    write_bytes_atomic(path, buf.getvalue(), sync=True)
+
+
+def load_rank_file(path: Path) -> dict[str, Tensor]:
+    """A rank file's tensors (``weights_only=True``: no pickled code is ever run)."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as e:
+        raise CheckpointError(path, "file not found") from e
+    except Exception as e:  # torch raises many types on corrupt or unsafe files
+        raise CheckpointError(path, f"unreadable ({type(e).__name__}: {e})") from e
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in data.items()
+    ):
+        raise CheckpointError(path, "must hold a dict of named tensors")
+    for key, t in data.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(path, "holds NaN or infinite values", key)
+    return data
+
+
+# ------------------------------------------------------------------- writing
+def write_checkpoint(
+    run: RunPaths,
+    step: int,
+    rank_tensors: dict[str, Tensor],
+    state: LoraState,
+    staging_root: Path,
+    base_name: str,
+    delay_s: float = 0.0,
+) -> None:
+    """Publish ``checkpoints/step_<step>``: rank file and ``weight/`` (with its STABLE) are
+    staged, the folder renamed into place, then ``STABLE``. ``delay_s`` (tests) sleeps
+    between the files."""
+    stage = staging_dir(staging_root)
+    try:
+        save_rank_file(stage / rank_file_name(0), rank_tensors)
+        time.sleep(delay_s)
+        write_peft(stage / "weight", state, base_name)
+        mark_stable(stage / "weight")
+        ensure_subdir(run.checkpoints)
+        publish_dir(stage, run.checkpoint(step))
+        time.sleep(delay_s)
+        mark_stable(run.checkpoint(step))
+    finally:
+        if stage.exists():
+            remove_dir(stage)
+
+
+def write_peft(folder: Path, state: LoraState, base_name: str) -> None:
+    live = {p: s for p, s in state.items() if s[0].shape[0] > 0}
+    peft_format.write_adapter(folder, {"base_model_name_or_path": base_name}, live)
+
+
+def write_broadcast(
+    run: RunPaths,
+    step: int,
+    state: LoraState,
+    obs_norm: dict[str, Any] | None,
+    staging_root: Path,
+    base_name: str,
+) -> None:
+    """Publish ``broadcasts/step_<step>`` (adapter + obs_norm.json, then STABLE)."""
+    stage = staging_dir(staging_root)
+    try:
+        write_peft(stage / "adapter", state, base_name)
+        write_json_atomic(stage / "adapter" / "obs_norm.json", obs_norm)
+        ensure_subdir(run.broadcasts)
+        publish_dir(stage / "adapter", run.broadcast(step))
+        mark_stable(run.broadcast(step))
+    finally:
+        remove_dir(stage)
+
+
+def prune(folder_steps: Sequence[int], keep: int, remove: Any) -> None:
+    """Call ``remove(step)`` for all but the ``keep`` newest steps."""
+    for step in list(folder_steps)[: max(0, len(folder_steps) - keep)]:
+        remove(step)

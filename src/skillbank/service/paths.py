@@ -1,0 +1,259 @@
+"""Every path of the multi-run outputs folder, built here and nowhere else.
+
+::
+
+    OUT/trainer.json                     the trainer: base, rank capacity, async level, pid
+    OUT/trainer_status.json              the trainer: slot, step and state of each run
+    OUT/trainer_log.jsonl                the trainer: events (admissions, warnings, errors)
+    OUT/.trainer.lock                    held (flock) by the live trainer
+    OUT/.staging/                        temp folders, renamed into the run folders
+    OUT/base/                            the base, when the trainer built it (no library)
+    OUT/run_<name>/control/orch.toml         the run's config (written last: the start signal)
+    OUT/run_<name>/control/evicted.txt       eviction (trainer or operator)
+    OUT/run_<name>/control/config_error.txt  why the trainer rejected orch.toml
+    OUT/run_<name>/rollouts/step_<N>/{rollout.safetensors, meta.json}
+    OUT/run_<name>/broadcasts/step_<N>/{adapter_config.json, adapter_model.safetensors,
+                                         obs_norm.json, STABLE}
+    OUT/run_<name>/checkpoints/step_<N>/{trainer/rank_<k>.pt, weight/{...,STABLE}, STABLE}
+    OUT/run_<name>/logs/{trainer.jsonl, orchestrator.jsonl}
+
+No function here touches the disk except the listing helpers (``steps``, ``stable_steps``,
+``run_candidates``) and ``escapes``, which only read.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+RUN_PREFIX = "run_"
+STABLE = "STABLE"
+STEP_PREFIX = "step_"
+ROLLOUT_TENSORS = "rollout.safetensors"
+ROLLOUT_META = "meta.json"
+OBS_NORM = "obs_norm.json"
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}")
+_STEP_RE = re.compile(r"step_(0|[1-9][0-9]{0,11})")
+
+
+class PathError(ValueError):
+    """A run folder or name that the protocol does not accept; the message names it."""
+
+
+def check_run_name(name: str) -> str:
+    """``name`` if it is a valid run name (letters, digits, ``_ . -``; <= 100 chars)."""
+    if not _NAME_RE.fullmatch(name) or ".." in name:
+        raise PathError(
+            f"run name {name!r} is not allowed: use letters, digits, '_', '-', '.' "
+            "(at most 100, no '..')"
+        )
+    return name
+
+
+def step_name(step: int) -> str:
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    return f"{STEP_PREFIX}{step}"
+
+
+def parse_step(name: str) -> int | None:
+    """``step_12`` -> 12; None for anything else (temp folders, ``step_01``, ...)."""
+    match = _STEP_RE.fullmatch(name)
+    return int(match.group(1)) if match else None
+
+
+def steps(folder: Path) -> list[int]:
+    """Ascending steps of the ``step_<N>`` entries of ``folder`` ([] if it is missing)."""
+    try:
+        names = os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(s for s in map(parse_step, names) if s is not None)
+
+
+def stable_steps(folder: Path) -> list[int]:
+    """Ascending steps of the ``step_<N>`` entries of ``folder`` that hold ``STABLE``."""
+    return [s for s in steps(folder) if (folder / step_name(s) / STABLE).is_file()]
+
+
+def is_inside(root: Path, path: Path) -> bool:
+    """Whether ``path`` (symlinks resolved) lies inside ``root`` (resolved)."""
+    try:
+        path.resolve().relative_to(root.resolve())
+    except (ValueError, OSError, RuntimeError):
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """The paths of one run folder ``OUT/run_<name>``."""
+
+    out: Path
+    name: str
+
+    @property
+    def root(self) -> Path:
+        return self.out / f"{RUN_PREFIX}{self.name}"
+
+    # control
+    @property
+    def control(self) -> Path:
+        return self.root / "control"
+
+    @property
+    def orch_toml(self) -> Path:
+        return self.control / "orch.toml"
+
+    @property
+    def evicted(self) -> Path:
+        return self.control / "evicted.txt"
+
+    @property
+    def config_error(self) -> Path:
+        return self.control / "config_error.txt"
+
+    # rollouts (orchestrator -> trainer)
+    @property
+    def rollouts(self) -> Path:
+        return self.root / "rollouts"
+
+    def rollout(self, step: int) -> Path:
+        return self.rollouts / step_name(step)
+
+    def rollout_tensors(self, step: int) -> Path:
+        return self.rollout(step) / ROLLOUT_TENSORS
+
+    def rollout_meta(self, step: int) -> Path:
+        return self.rollout(step) / ROLLOUT_META
+
+    def rollout_staging(self, step: int, tag: str) -> Path:
+        return self.rollouts / f".{step_name(step)}.tmp-{tag}"
+
+    def rejected_rollout(self, step: int) -> Path:
+        return self.rollouts / f"rejected_{step_name(step)}"
+
+    # broadcasts (trainer -> orchestrator)
+    @property
+    def broadcasts(self) -> Path:
+        return self.root / "broadcasts"
+
+    def broadcast(self, step: int) -> Path:
+        return self.broadcasts / step_name(step)
+
+    def broadcast_stable(self, step: int) -> Path:
+        return self.broadcast(step) / STABLE
+
+    def broadcast_obs_norm(self, step: int) -> Path:
+        return self.broadcast(step) / OBS_NORM
+
+    # checkpoints (trainer; the converter writes step 0)
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    def checkpoint(self, step: int) -> Path:
+        return self.checkpoints / step_name(step)
+
+    def checkpoint_stable(self, step: int) -> Path:
+        return self.checkpoint(step) / STABLE
+
+    def rank_file(self, step: int, rank: int = 0) -> Path:
+        return self.checkpoint(step) / rank_file_name(rank)
+
+    def weight(self, step: int) -> Path:
+        return self.checkpoint(step) / "weight"
+
+    def weight_stable(self, step: int) -> Path:
+        return self.weight(step) / STABLE
+
+    # logs
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def trainer_log(self) -> Path:
+        return self.logs / "trainer.jsonl"
+
+    @property
+    def orchestrator_log(self) -> Path:
+        return self.logs / "orchestrator.jsonl"
+
+    # queries
+    def newest_stable_checkpoint(self) -> int | None:
+        found = [s for s in stable_steps(self.checkpoints) if self.weight_stable(s).is_file()]
+        return found[-1] if found else None
+
+    def newest_stable_broadcast(self) -> int | None:
+        found = stable_steps(self.broadcasts)
+        return found[-1] if found else None
+
+    def escapes(self) -> str | None:
+        """Why this run folder points outside the outputs folder (a symlink), or None."""
+        for path in (self.root, self.control, self.rollouts, self.broadcasts, self.checkpoints):
+            if (path.exists() or path.is_symlink()) and not is_inside(self.out, path):
+                return f"{path} resolves to {path.resolve()}, outside {self.out.resolve()}"
+        return None
+
+
+def rank_file_name(rank: int) -> str:
+    """Checkpoint file of trainer rank ``rank``, relative to the checkpoint folder."""
+    return f"trainer/rank_{rank}.pt"
+
+
+@dataclass(frozen=True)
+class OutPaths:
+    """The outputs folder and the trainer's files in it."""
+
+    root: Path
+
+    @property
+    def trainer_json(self) -> Path:
+        return self.root / "trainer.json"
+
+    @property
+    def status_json(self) -> Path:
+        return self.root / "trainer_status.json"
+
+    @property
+    def trainer_log(self) -> Path:
+        return self.root / "trainer_log.jsonl"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".trainer.lock"
+
+    @property
+    def staging(self) -> Path:
+        return self.root / ".staging"
+
+    @property
+    def base(self) -> Path:
+        return self.root / "base"
+
+    def run(self, name: str) -> RunPaths:
+        return RunPaths(self.root, check_run_name(name))
+
+    def run_candidates(self) -> list[tuple[str, Path]]:
+        """(entry name, path) of every ``run_*`` entry of the outputs folder, sorted."""
+        try:
+            names = sorted(os.listdir(self.root))
+        except FileNotFoundError:
+            return []
+        return [(n, self.root / n) for n in names if n.startswith(RUN_PREFIX)]
+
+
+def run_from_dir(run_dir: str | os.PathLike[str]) -> RunPaths:
+    """The ``RunPaths`` of a folder ``OUT/run_<name>`` given on a command line."""
+    path = Path(run_dir)
+    folder = path.name
+    if not folder.startswith(RUN_PREFIX):
+        raise PathError(f"{path}: a run folder must be named '{RUN_PREFIX}<name>'")
+    run = RunPaths(path.parent.absolute(), check_run_name(folder[len(RUN_PREFIX) :]))
+    why = run.escapes()
+    if why is not None:
+        raise PathError(f"{path}: run folder escapes the outputs folder ({why})")
+    return run
