@@ -23,7 +23,13 @@ from torch import Tensor, nn
 from skillbank.algos.ppo import PPOConfig, clip_grad_norm_per_slot, ppo_update
 from skillbank.lora import MultiLoraModel
 from skillbank.normalize import ObsNorm
-from skillbank.rollout.collect import RewardScaler, RolloutState, collect, evaluate
+from skillbank.rollout.collect import (
+    RewardScaler,
+    RolloutState,
+    collect,
+    evaluate,
+    update_norms,
+)
 from skillbank.tasks import TaskSpec, VecTaskEnv, make_vec_env
 
 
@@ -89,7 +95,7 @@ class TrainResult:
     norms: list[ObsNorm]
     curves: list[dict] = field(default_factory=list)  # one row per update
     eval_returns: np.ndarray | None = None  # [K, episodes]
-    wall_time: float = 0.0
+    wall_time: float = 0.0  # training seconds (rollouts + updates, without callbacks)
     steps_per_task: int = 0
 
 
@@ -123,12 +129,15 @@ def train_ppo(
     norms = [n.copy() for n in norms]
     scaler = RewardScaler(cfg.gamma, env.num_envs) if cfg.normalize_reward else None
     state = RolloutState(env.reset(seed=seed), norms, scaler, [[] for _ in range(k)])
+    if not init_norms:  # fresh statistics: start from the first observations
+        update_norms(norms, state.obs, env.task_ids)
     params = bank.parameters()
     optimizer = torch.optim.Adam(params, lr=cfg.learning_rate, eps=cfg.adam_eps)
     batch_per_update = cfg.envs_per_task * cfg.rollout_steps
     num_updates = max(1, cfg.total_steps // batch_per_update)
     result = TrainResult(norms=norms)
     start = time.perf_counter()
+    hook_time = 0.0  # time spent in on_update / should_stop, not counted as training
     for update in range(1, num_updates + 1):
         if cfg.anneal_lr:
             for group in optimizer.param_groups:
@@ -137,7 +146,7 @@ def train_ppo(
         stats = ppo_update(
             bank, optimizer, bank.clip_grads, batch, action_kind, cfg, k, gen, extra_loss
         )
-        elapsed = time.perf_counter() - start
+        elapsed = time.perf_counter() - start - hook_time
         steps = update * batch_per_update
         recent = [float(np.mean(r[-10:])) if r else float("nan") for r in state.episode_returns]
         row = {
@@ -150,13 +159,16 @@ def train_ppo(
             **stats,
         }
         result.curves.append(row)
+        hook_start = time.perf_counter()
         if on_update is not None:
             on_update(row)
-        if should_stop is not None and should_stop(row, norms):
+        stop = should_stop is not None and should_stop(row, norms)
+        hook_time += time.perf_counter() - hook_start
+        if stop:
             break
     if own_env:
         env.close()
-    result.wall_time = time.perf_counter() - start
+    result.wall_time = time.perf_counter() - start - hook_time
     result.steps_per_task = result.curves[-1]["steps_per_task"]
     if eval_episodes:
         result.eval_returns = evaluate_bank(bank, specs, norms, action_kind, eval_episodes, seed)

@@ -92,6 +92,50 @@ def skill_name(spec: TaskSpec) -> str:
     return safe.strip("-.")[:100] or "task"
 
 
+class BestKeeper:
+    """``should_stop`` hook: every ``every`` updates, evaluate greedily and keep a copy of
+    the best weights and statistics; stop once the task's maximum return is reached."""
+
+    def __init__(
+        self,
+        bank: FullBank,
+        spec: TaskSpec,
+        kind: str,
+        every: int,
+        episodes: int,
+        seed: int,
+        max_return: float | None,
+    ) -> None:
+        self.bank, self.spec, self.kind = bank, spec, kind
+        self.every, self.episodes, self.seed, self.max_return = every, episodes, seed, max_return
+        self.best_score = -float("inf")
+        self.best: tuple[dict, ObsNorm, int] | None = None
+        self.history: list[tuple[int, float]] = []
+
+    def __call__(self, row: dict, norms: list[ObsNorm]) -> bool:
+        if row["update"] % self.every:
+            return False
+        from skillbank.train import evaluate_bank
+
+        net = self.bank.models[0]
+        score = float(
+            evaluate_bank(self.bank, [self.spec], norms, self.kind, self.episodes, self.seed).mean()
+        )
+        net.train()
+        self.history.append((row["steps_per_task"], score))
+        if score > self.best_score:
+            self.best_score = score
+            state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            self.best = (state, norms[0].copy(), row["steps_per_task"])
+        return self.max_return is not None and score >= self.max_return
+
+    def restore(self, norms: list[ObsNorm]) -> None:
+        """Load the best weights into the network and its statistics into ``norms[0]``."""
+        if self.best is not None:
+            self.bank.models[0].load_state_dict(self.best[0])
+            norms[0] = self.best[1]
+
+
 def train_base(
     spec: TaskSpec,
     out: Path,
@@ -100,17 +144,36 @@ def train_base(
     seed: int = 0,
     quiet: bool = False,
     overwrite: bool = False,
+    eval_every: int = 10,
+    eval_episodes: int = 20,
 ) -> tuple[PolicyLibrary, TrainResult]:
-    """Train an actor-critic on one task with PPO (all weights) and create a library."""
+    """Train an actor-critic on one task with PPO (all weights) and create a library.
+
+    Every ``eval_every`` updates the greedy policy is evaluated on ``eval_episodes``
+    episodes; the best evaluated weights are kept (PPO's last iterate on CartPole can be
+    much worse than its best) and training stops early at the task's maximum return.
+    ``eval_every=0`` keeps the last weights."""
     if (Path(out) / "library.json").exists() and not overwrite:
         raise LibraryError(f"{Path(out) / 'library.json'}: a library exists here (use --overwrite)")
-    obs_dim, kind, dim, _ = spaces_of(spec)
+    obs_dim, kind, dim, max_return = spaces_of(spec)
     net_cfg = ActorCriticConfig(obs_dim, kind, dim, list(hidden))
     torch.manual_seed(seed)
     net = ActorCritic(net_cfg)
+    bank = FullBank([net])
+    keeper = BestKeeper(bank, spec, kind, eval_every, eval_episodes, seed, max_return)
     run_dir = Path(out) / "runs" / "base"
     with RunLogger(run_dir, cfg.total_steps, [spec.name], f"base {spec.name}", quiet=quiet) as log:
-        result = train_ppo(FullBank([net]), [spec], cfg, kind, seed=seed, on_update=log.log)
+        result = train_ppo(
+            bank,
+            [spec],
+            cfg,
+            kind,
+            seed=seed,
+            on_update=log.log,
+            should_stop=keeper if eval_every else None,
+        )
+    if eval_every:
+        keeper.restore(result.norms)
     base_config = {
         "kind": "actor_critic",
         "kwargs": net_cfg.to_dict(),
@@ -118,8 +181,19 @@ def train_base(
         "task": spec.to_dict(),
         "target_modules": None,
     }
-    lib = PolicyLibrary.create(out, net, base_config, overwrite=overwrite)
-    atomic_write_json(run_dir / "config.json", {"ppo": cfg.to_dict(), "seed": seed, **base_config})
+    lib = PolicyLibrary.create(out, net.eval(), base_config, overwrite=overwrite)
+    atomic_write_json(
+        run_dir / "config.json",
+        {
+            "ppo": cfg.to_dict(),
+            "seed": seed,
+            **base_config,
+            "evaluations": keeper.history,
+            "kept": None
+            if keeper.best is None
+            else {"steps": keeper.best[2], "greedy_return": keeper.best_score},
+        },
+    )
     return lib, result
 
 

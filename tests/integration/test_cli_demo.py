@@ -31,7 +31,7 @@ def test_demo_tiny_budget_writes_report_and_library(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr[-2000:]
     summary = json.loads((tmp_path / "d" / "summary.json").read_text())
-    assert len(summary["tasks"]) == len(summary["lora"]) == len(summary["full"]) == 6
+    assert len(summary["tasks"]) == len(summary["lora"]) == len(summary["full"]) == 7
     assert all(0 < r <= 500 for r in summary["lora"] + summary["full"] + summary["base"])
     mem = summary["memory"]
     assert max(mem["skill_bytes"].values()) <= 0.10 * mem["base_bytes"]
@@ -39,7 +39,7 @@ def test_demo_tiny_budget_writes_report_and_library(tmp_path: Path) -> None:
     assert html.count("<img") >= 3 and "Rank sweep" in html
     assert "LoRA / full" in out.stdout or "LoRA" in out.stdout
     index = json.loads((tmp_path / "d" / "library" / "library.json").read_text())
-    assert len(index["skills"]) == 6
+    assert len(index["skills"]) == 7
 
 
 def test_train_skills_then_eval_json(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -90,7 +90,7 @@ def test_train_skills_then_eval_json(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["eval", str(lib), "--suite", "cartpole-physics", "--episodes", "3", "--json"]) == 0
     table = json.loads(capsys.readouterr().out)
     assert table["policies"] == ["base", "cartpole-gravity-20", "cartpole-reversed"]
-    assert len(table["mean"]) == 3 and len(table["mean"][0]) == 6
+    assert len(table["mean"]) == 3 and len(table["mean"][0]) == 7
 
 
 def test_bad_inputs_give_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

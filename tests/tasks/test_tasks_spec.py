@@ -61,7 +61,7 @@ def test_suites() -> None:
         "pendulum-physics",
     ]
     cart = get_suite("cartpole-physics")
-    assert len(cart) == 6 and cart[0].params == {} and len({t.params.__repr__() for t in cart}) == 6
+    assert len(cart) == 7 and cart[0].params == {} and len({t.params.__repr__() for t in cart}) == 7
     assert len(get_suite("pendulum-physics")) == 5
     assert len(get_suite("halfcheetah-physics")) == 4
     assert [t.full_params()["target_velocity"] for t in get_suite("halfcheetah-vel")] == [
@@ -72,4 +72,4 @@ def test_suites() -> None:
     ]
     assert set(list_families()) >= {"cartpole", "pendulum", "acrobot", "hopper", "walker2d"}
     get_suite("cartpole-physics").clear()  # a copy: the registry is untouched
-    assert len(get_suite("cartpole-physics")) == 6
+    assert len(get_suite("cartpole-physics")) == 7

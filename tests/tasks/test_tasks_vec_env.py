@@ -13,12 +13,12 @@ BALANCE = np.array([0.1, 0.5, 3.0, 1.0])
 
 def test_layout_and_metadata() -> None:
     env = make_vec_env(get_suite("cartpole-physics"), 4, seed=0)
-    assert env.num_envs == 24
-    np.testing.assert_array_equal(env.task_ids, np.arange(24) // 4)
+    assert env.num_envs == 28
+    np.testing.assert_array_equal(env.task_ids, np.arange(28) // 4)
     assert env.obs_dim == 4 and env.action_space.n == 2
     assert env.max_episode_steps == 500 and env.max_return == 500.0
     obs = env.reset()
-    assert obs.shape == (24, 4) and obs.dtype == np.float32
+    assert obs.shape == (28, 4) and obs.dtype == np.float32
     assert np.all(np.abs(obs) <= 0.05)
     pend = make_vec_env([parse_task("pendulum:max_torque=3"), TaskSpec("pendulum")], 1, 0)
     assert pend.action_space.shape == (1,) and pend.action_space.high[0] == 3.0

@@ -87,6 +87,11 @@ def add_parsers(
         help="TOML file with a [continual] table of ContinualConfig fields "
         "(rank, penalty weights, buffer size, ...); flags override it",
     )
+    p.add_argument(
+        "--no-references",
+        action="store_true",
+        help="skip the single-task references (no FT; only for families with a max return)",
+    )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument(
         "--resume",
@@ -126,6 +131,8 @@ def config_from_args(args: argparse.Namespace) -> object:
         "eval_episodes": args.eval_episodes,
         "tasks": args.tasks,
     }
+    if args.no_references:
+        flags["references"] = False
     return replace(cfg, **{k: v for k, v in flags.items() if v is not None})
 
 

@@ -18,7 +18,9 @@ class ContinualConfig:
     suite: str = "cartpole-physics"
     """Named task suite (see ``skillbank suites``)."""
     tasks: list[int] | None = None
-    """Indices of the suite's tasks to train, in training order (None = all, suite order)."""
+    """Indices of the suite's tasks to train, in training order (None = all, suite order).
+    An index may appear twice: the task is then visited again later in the sequence
+    (as Continual World's CW20 repeats CW10) and each visit is its own column of R."""
     strategies: list[str] = field(default_factory=lambda: ["finetune", "lora"])
     """Strategies to run (see ``skillbank.continual.strategies.STRATEGIES``)."""
     steps_per_task: int = 100_000
@@ -31,6 +33,9 @@ class ContinualConfig:
     """Evaluate every task every this many steps (rounded up to whole PPO updates)."""
     eval_episodes: int = 10
     """Greedy evaluation episodes per task and evaluation (fixed seeds)."""
+    references: bool = True
+    """Train each task alone from scratch per seed (needed for FT, and for the score
+    normalisation of families without a known max return)."""
     hidden: list[int] = field(default_factory=lambda: [256, 256])
     """Hidden widths of the actor-critic (policy and value trunks)."""
     envs_per_task: int | None = None
@@ -77,8 +82,8 @@ class ContinualConfig:
             raise ValueError("continual config: strategies is empty")
         if len(set(self.strategies)) != len(self.strategies):
             raise ValueError(f"continual config: strategies repeat: {self.strategies}")
-        if self.tasks is not None and (not self.tasks or len(set(self.tasks)) != len(self.tasks)):
-            raise ValueError(f"continual config: tasks must be distinct indices, got {self.tasks}")
+        if self.tasks is not None and not self.tasks:
+            raise ValueError("continual config: tasks is empty (None = every task of the suite)")
         if not self.hidden or any(h < 1 for h in self.hidden):
             raise ValueError(f"continual config: hidden must be positive widths, got {self.hidden}")
         if self.replay_loss not in ("kl", "mse"):

@@ -103,8 +103,13 @@ def normalisation(specs: list[TaskSpec], references: dict[str, list[dict]], epis
                 }
             )
             continue
-        low = random_policy_return(spec, episodes, EVAL_SEED)
         finals = [ref["final"] for runs in references.values() for ref in runs if ref["task"] == i]
+        if not finals:
+            raise ValueError(
+                f"task {spec.name!r} has no known max return: its scores are normalised by "
+                "the single-task references, so references must be on"
+            )
+        low = random_policy_return(spec, episodes, EVAL_SEED)
         high = sum(finals) / len(finals)
         if not high > low:
             high = low + max(1e-6, 0.01 * abs(low))
@@ -135,7 +140,7 @@ def run_continual(
     sched = make_schedule(ctx0)
     seeds = config.seed_list
     per_run = {n: sched.steps * len(specs) for n in classes}
-    totals = {"reference": sched.steps * len(specs) * len(seeds)}
+    totals = {"reference": sched.steps * len(specs) * len(seeds) * config.references}
     totals.update({n: steps * len(seeds) for n, steps in per_run.items()})
     results: dict[str, Any] = {
         "format": FORMAT,
@@ -153,7 +158,7 @@ def run_continual(
         "runs": {n: {} for n in classes},
     }
     with ContinualProgress(totals, quiet) as progress:
-        for seed in seeds:
+        for seed in seeds if config.references else []:
             ctx = replace(ctx0, seed=seed)
             results["reference"][str(seed)] = [
                 run_reference(ctx, sched, i, paths, progress) for i in range(len(specs))

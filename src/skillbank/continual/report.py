@@ -20,7 +20,13 @@ ANCHOR = [
 
 
 def _short(names: list[str]) -> list[str]:
-    return [n.split("/", 1)[-1] for n in names]
+    """Names without the family prefix; a task visited again gets " (2)", " (3)", ..."""
+    out, seen = [], {}
+    for n in names:
+        short = n.split("/", 1)[-1]
+        seen[short] = seen.get(short, 0) + 1
+        out.append(short if seen[short] == 1 else f"{short} ({seen[short]})")
+    return out
 
 
 def heatmaps(summary: dict[str, Any], names: list[str]) -> str:

@@ -82,10 +82,10 @@ class ActorCritic(nn.Module):
 def make_distribution(action_kind: str, policy_out: Tensor) -> Distribution:
     """The action distribution for a batch of policy outputs."""
     if action_kind == "discrete":
-        return Categorical(logits=policy_out)
+        return Categorical(logits=policy_out, validate_args=False)
     mean, log_std = policy_out.chunk(2, dim=-1)  # [B, d] each
     log_std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
-    return Independent(Normal(mean, log_std.exp()), 1)
+    return Independent(Normal(mean, log_std.exp(), validate_args=False), 1, validate_args=False)
 
 
 def greedy_action(action_kind: str, policy_out: Tensor) -> Tensor:

@@ -55,22 +55,28 @@ def collect(
     action_kind: str,
     generator: torch.Generator,
 ) -> dict[str, Tensor]:
-    """Run ``cfg.rollout_steps`` steps of every env; returns a flat PPO batch."""
+    """Run ``cfg.rollout_steps`` steps of every env; returns a flat PPO batch.
+
+    Observations are normalised with each task's statistics as they stand at the start of
+    the rollout (so the whole rollout sees one fixed input transform, the one stored with
+    the batch); the statistics are updated with the rollout's raw observations at the end.
+    Box actions are sampled unbounded (their log-probability is of the raw sample) and
+    clipped to the action space when sent to the environment."""
     n, steps = env.num_envs, cfg.rollout_steps
     task = torch.as_tensor(env.task_ids, dtype=torch.long)  # [N]
-    obs_buf, act_buf, logp_buf, val_buf, rew_buf, done_buf = [], [], [], [], [], []
+    mean, inv_std = stack_norms(state.norms)
+    low, high = _action_bounds(env, action_kind)
+    raw_obs, obs_buf, act_buf, logp_buf, val_buf, rew_buf, done_buf = [], [], [], [], [], [], []
     for _ in range(steps):
-        if state.update_norms:
-            for k, norm in enumerate(state.norms):
-                norm.update(state.obs[env.task_ids == k])
-        mean, inv_std = stack_norms(state.norms)
+        raw_obs.append(state.obs)
         obs_t = normalize_rows(torch.as_tensor(state.obs, dtype=torch.float32), mean, inv_std, task)
         with torch.no_grad():
             policy_out, value = forward(obs_t, task)
             dist = make_distribution(action_kind, policy_out)
             action = dist.sample()
             logp = dist.log_prob(action)
-        next_obs, reward, terminated, truncated, info = env.step(action.numpy())
+        env_action = action.numpy() if low is None else np.clip(action.numpy(), low, high)
+        next_obs, reward, terminated, truncated, info = env.step(env_action)
         reward = np.asarray(reward, dtype=np.float64)
         done = np.logical_or(terminated, truncated)
         for i in np.nonzero(done)[0]:
@@ -92,10 +98,11 @@ def collect(
         rew_buf.append(torch.as_tensor(reward, dtype=torch.float32))
         done_buf.append(torch.as_tensor(done, dtype=torch.float32))
         state.obs = next_obs
-    mean, inv_std = stack_norms(state.norms)
     last_obs = normalize_rows(torch.as_tensor(state.obs, dtype=torch.float32), mean, inv_std, task)
     with torch.no_grad():
         _, last_value = forward(last_obs, task)
+    if state.update_norms:
+        update_norms(state.norms, np.stack(raw_obs), env.task_ids)
     values = torch.stack(val_buf)  # [T, N]
     adv, ret = gae(
         torch.stack(rew_buf), values, torch.stack(done_buf), last_value, cfg.gamma, cfg.gae_lambda
@@ -112,6 +119,21 @@ def collect(
     }
 
 
+def update_norms(norms: list[ObsNorm], obs: np.ndarray, task_ids: np.ndarray) -> None:
+    """Fold raw observations ``obs [..., N, d]`` of envs with tasks ``task_ids [N]`` into
+    each task's running statistics."""
+    for k, norm in enumerate(norms):
+        rows = obs[..., task_ids == k, :]
+        norm.update(rows.reshape(-1, obs.shape[-1]))
+
+
+def _action_bounds(env, action_kind: str) -> tuple[np.ndarray | None, np.ndarray | None]:  # noqa: ANN001
+    if action_kind != "box":
+        return None, None
+    space = env.action_space
+    return np.asarray(space.low, dtype=np.float32), np.asarray(space.high, dtype=np.float32)
+
+
 @torch.no_grad()
 def evaluate(
     env,  # VecTaskEnv with envs_per_task = episodes
@@ -125,6 +147,7 @@ def evaluate(
     obs = env.reset(seed=seed)
     task = torch.as_tensor(env.task_ids, dtype=torch.long)
     mean, inv_std = stack_norms(norms)
+    low, high = _action_bounds(env, action_kind)
     returns = np.full(env.num_envs, np.nan)
     while np.isnan(returns).any():
         x = normalize_rows(torch.as_tensor(obs, dtype=torch.float32), mean, inv_std, task)
@@ -133,7 +156,8 @@ def evaluate(
             action = greedy_action(action_kind, policy_out)
         else:
             action = make_distribution(action_kind, policy_out).sample()
-        obs, _, terminated, truncated, info = env.step(action.numpy())
+        act = action.numpy() if low is None else np.clip(action.numpy(), low, high)
+        obs, _, terminated, truncated, info = env.step(act)
         done = np.logical_or(terminated, truncated) & np.isnan(returns)
         returns[done] = info["episode_return"][done]
     return returns.reshape(len(env.specs), -1)

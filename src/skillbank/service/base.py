@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -116,7 +115,3 @@ def slot_model(base: nn.Module, info: TrainerInfo, num_slots: int) -> MultiLoraM
 def base_name(info: TrainerInfo) -> str:
     """``base_model_name_or_path`` written into adapters."""
     return info.library or info.base_dir
-
-
-def describe(info: TrainerInfo) -> dict[str, Any]:
-    return {"base": info.base_dir, "capacity": info.rank_capacity}

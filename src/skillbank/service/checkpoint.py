@@ -83,32 +83,32 @@ def adapter_state(tensors: dict[str, Tensor], source: Path) -> LoraState:
     return state
 
 
-def optimizer_tensors(
-    module_paths: Sequence[str], step: int, exp_avg: Sequence[Tensor], exp_avg_sq: Sequence[Tensor]
-) -> dict[str, Tensor]:
-    """SlotAdam slot state (params ordered as ``MultiLoraModel.slot_parameters()``: A, B per
-    module) -> internal keys."""
+def optimizer_tensors(step: int, moments: dict[str, tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
+    """Adam state of one run -> internal keys; ``moments``: ``{"<module>.A": (exp_avg,
+    exp_avg_sq), "<module>.B": ...}`` sliced to the adapter's rank."""
     out = {"optim.step": torch.tensor(step, dtype=torch.int64)}
-    names = [f"{m}.{p}" for m in module_paths for p in PARTS]
-    for name, m, v in zip(names, exp_avg, exp_avg_sq):
-        out[f"optim.{name}.exp_avg"] = m.contiguous()
-        out[f"optim.{name}.exp_avg_sq"] = v.contiguous()
+    for name, (m, v) in sorted(moments.items()):
+        out[f"optim.{name}.exp_avg"] = m.detach().clone().contiguous()
+        out[f"optim.{name}.exp_avg_sq"] = v.detach().clone().contiguous()
     return out
 
 
 def optimizer_state(
-    tensors: dict[str, Tensor], module_paths: Sequence[str], source: Path
-) -> tuple[int, list[Tensor], list[Tensor]] | None:
-    """Inverse of ``optimizer_tensors``; None when the checkpoint has no optimiser state."""
+    tensors: dict[str, Tensor], source: Path
+) -> tuple[int, dict[str, tuple[Tensor, Tensor]]] | None:
+    """Inverse of ``optimizer_tensors``; None when the checkpoint has no optimiser state
+    (a converted adapter)."""
     if "optim.step" not in tensors:
         return None
-    m_list, v_list = [], []
-    for name in (f"{m}.{p}" for m in module_paths for p in PARTS):
-        for key, dst in ((f"optim.{name}.exp_avg", m_list), (f"optim.{name}.exp_avg_sq", v_list)):
-            if key not in tensors:
-                raise CheckpointError(source, "missing", key)
-            dst.append(tensors[key])
-    return int(tensors["optim.step"]), m_list, v_list
+    moments: dict[str, tuple[Tensor, Tensor]] = {}
+    for key in tensors:
+        if key.startswith("optim.") and key.endswith(".exp_avg"):
+            name = key[len("optim.") : -len(".exp_avg")]
+            sq = f"optim.{name}.exp_avg_sq"
+            if sq not in tensors:
+                raise CheckpointError(source, "missing", sq)
+            moments[name] = (tensors[key], tensors[sq])
+    return int(tensors["optim.step"]), moments
 
 
 def norm_tensors(obs_norm: dict[str, Any] | None) -> dict[str, Tensor]:

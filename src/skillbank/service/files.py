@@ -128,3 +128,39 @@ def remove_dir(folder: Path) -> None:
     if stable.exists():
         stable.unlink(missing_ok=True)
     shutil.rmtree(folder, ignore_errors=True)
+
+
+class IOThread:
+    """Runs file jobs (publishing broadcasts, pruning) in order on one background thread,
+    so disk latency (fsync, unlink) overlaps the trainer's next update."""
+
+    def __init__(self) -> None:
+        import queue
+        import threading
+
+        self._jobs: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._work, name="skillbank-io", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                if job is None:
+                    return
+                job()
+            except Exception as e:  # a job must never kill the thread
+                print(f"[io] {type(e).__name__}: {e}", flush=True)
+            finally:
+                self._jobs.task_done()
+
+    def submit(self, job: Any) -> None:
+        self._jobs.put(job)
+
+    def flush(self) -> None:
+        """Wait until every submitted job is done."""
+        self._jobs.join()
+
+    def close(self) -> None:
+        self._jobs.put(None)
+        self._thread.join()

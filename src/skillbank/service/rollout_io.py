@@ -86,7 +86,9 @@ def _check_meta(path: Path, meta: dict[str, Any], step: int, obs_dim: int) -> No
         raise RolloutError(path, "must be a list of finite numbers", "episode_returns")
     recent = meta.get("recent_return")
     if recent is not None and not _number(recent):
-        raise RolloutError(path, f"must be a finite number or null, got {recent!r}", "recent_return")
+        raise RolloutError(
+            path, f"must be a finite number or null, got {recent!r}", "recent_return"
+        )
     norm = meta.get("obs_norm")
     if norm is None:
         return
@@ -122,9 +124,7 @@ def check_tensors(
     for key in FLOAT_KEYS:
         t = tensors[key]
         if t.dtype != torch.float32 or tuple(t.shape) != (rows,):
-            raise RolloutError(
-                path, f"{t.dtype} {tuple(t.shape)}, expected float32 [{rows}]", key
-            )
+            raise RolloutError(path, f"{t.dtype} {tuple(t.shape)}, expected float32 [{rows}]", key)
     act = tensors["actions"]
     if action_kind == "discrete":
         if act.dtype != torch.int64 or tuple(act.shape) != (rows,):

@@ -97,7 +97,11 @@ class SlotAdam:
             if whole:
                 g, mi, vi = p.grad, m, v
             else:
-                g, mi, vi = p.grad.index_select(0, idx), m.index_select(0, idx), v.index_select(0, idx)
+                g, mi, vi = (
+                    p.grad.index_select(0, idx),
+                    m.index_select(0, idx),
+                    v.index_select(0, idx),
+                )
             mi.lerp_(g, 1 - self.beta1)
             vi.mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
             denom = (vi.sqrt() / b2s).add_(self.eps)

@@ -1,0 +1,112 @@
+"""``skillbank convert-adapter``: any PEFT LoRA adapter -> a run's step-0 checkpoint.
+
+The adapter is checked against the trainer's base (from ``OUT/trainer.json``, or a library
+given with ``--library`` when the trainer has not run yet) and written as
+``checkpoints/step_<N>/`` exactly as the trainer writes its own: ``trainer/rank_0.pt`` with
+the adapter in the internal key space (and no optimiser state), ``weight/`` with the
+adapter and its ``STABLE``, then ``STABLE``. The run then starts from it through the
+ordinary resume path: write ``control/orch.toml`` after converting.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from skillbank import peft_format
+from skillbank.config import ConfigError
+from skillbank.library import read_json
+from skillbank.normalize import ObsNorm
+from skillbank.service.base import base_name, file_sha256, load_base, slot_model
+from skillbank.service.checkpoint import write_checkpoint
+from skillbank.service.config import TrainerInfo, read_trainer_info
+from skillbank.service.paths import OutPaths, run_from_dir, steps
+from skillbank.service.slots import rank_tensors
+
+
+def info_from_library(library: Path, capacity: int) -> TrainerInfo:
+    """What a trainer on ``library`` would announce (for converting before it starts)."""
+    config = read_json(library / "base" / "config.json")
+    return TrainerInfo(
+        base_dir=str((library / "base").absolute()),
+        base_sha256=file_sha256(library / "base" / "model.safetensors"),
+        base_kind=config["kind"],
+        base_kwargs=config["kwargs"],
+        base_obs_norm=config.get("obs_norm"),
+        target_modules=config.get("target_modules"),
+        rank_capacity=capacity,
+        max_concurrent_runs=1,
+        max_async_level=1,
+        library=str(library.absolute()),
+    )
+
+
+def _read_norm(path: Path, obs_dim: int, field: str | None) -> dict[str, Any]:
+    data = read_json(path)
+    if field is not None:
+        data = data.get(field) or {}
+    try:
+        norm = ObsNorm.from_dict(data)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"{path}: field {field or 'mean/var'!r}: {e}") from e
+    if norm.mean.shape != (obs_dim,):
+        raise ConfigError(
+            f"{path}: field {field or 'mean'!r}: {norm.mean.shape[0]} values, base obs is {obs_dim}"
+        )
+    return norm.to_dict()
+
+
+def convert_adapter(
+    adapter_dir: str | os.PathLike[str],
+    run_dir: str | os.PathLike[str],
+    step: int = 0,
+    obs_norm: str | os.PathLike[str] | None = None,
+    library: str | os.PathLike[str] | None = None,
+    capacity: int = 16,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``run_dir/checkpoints/step_<step>`` from ``adapter_dir``; returns its folder.
+
+    Observation statistics come from ``obs_norm`` (a JSON file with mean/var/count), else
+    from ``adapter_dir/skill.json`` (a library skill), else the run uses the base's."""
+    adapter_dir = Path(adapter_dir)
+    run = run_from_dir(run_dir)
+    out = OutPaths(run.out)
+    if out.trainer_json.is_file():
+        info = read_trainer_info(out.trainer_json)
+    elif library is not None:
+        info = info_from_library(Path(library), capacity)
+    else:
+        raise ConfigError(
+            f"{out.trainer_json}: file not found: start the trainer on this outputs folder "
+            "first (it writes the file), or pass --library LIB"
+        )
+    adapter = peft_format.read_adapter(adapter_dir)
+    if adapter.modules_to_save:
+        raise peft_format.AdapterFormatError(
+            adapter_dir / peft_format.ADAPTER_CONFIG,
+            f"full modules {sorted(adapter.modules_to_save)} are not supported: a trainer "
+            "slot holds LoRA weights only",
+            "modules_to_save",
+        )
+    model = slot_model(load_base(info), info, 1)
+    peft_format.apply_adapter(model, 0, adapter, source=adapter_dir)
+    obs_dim = int(info.base_kwargs.get("obs_dim", 0))
+    norm = None
+    skill_json = adapter_dir / "skill.json"
+    if obs_norm is not None:
+        norm = _read_norm(Path(obs_norm), obs_dim, None)
+    elif skill_json.is_file() and read_json(skill_json).get("obs_norm"):
+        norm = _read_norm(skill_json, obs_dim, "obs_norm")
+    if run.checkpoint_stable(step).exists() and not overwrite:
+        raise FileExistsError(f"{run.checkpoint(step)} exists (use --overwrite)")
+    if steps(run.broadcasts) and not overwrite:
+        raise FileExistsError(
+            f"{run.broadcasts}: the run has started already; convert into a new run folder "
+            "(or use --overwrite before restarting the trainer)"
+        )
+    run.root.mkdir(parents=True, exist_ok=True)
+    tensors = rank_tensors(model, None, 0, step, norm)
+    write_checkpoint(run, step, tensors, model.slot_state(0), out.staging, base_name(info))
+    return run.checkpoint(step)

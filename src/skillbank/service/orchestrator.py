@@ -1,0 +1,191 @@
+"""The PPO orchestrator: one process per run, collecting rollouts for the trainer.
+
+Loop for n = first step .. max_steps - 1:
+1. wait until a broadcast of step >= n - k is STABLE (k = the trainer's max_async_level),
+2. load the newest STABLE broadcast (merged into a private copy of the base),
+3. collect one rollout with ``skillbank.rollout.collect.collect`` (GAE with its own value
+   estimates; the run's running observation statistics are updated here and shipped),
+4. publish ``rollouts/step_<n>`` (staged folder, then rename).
+The orchestrator stops when its run folder disappears, the run is evicted or rejected, or
+after its last rollout. Restarted, it continues after its newest rollout.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from skillbank import peft_format
+from skillbank.algos.ppo import PPOConfig
+from skillbank.normalize import ObsNorm
+from skillbank.rollout.collect import RewardScaler, RolloutState, collect
+from skillbank.service.base import load_base, slot_model
+from skillbank.service.config import PPORunConfig, TrainerInfo
+from skillbank.service.files import append_jsonl, read_json_object
+from skillbank.service.paths import RunPaths, steps
+from skillbank.service.rollout_io import write_rollout
+from skillbank.tasks import make_vec_env
+
+POLL_S = 0.005
+
+
+class Stopped(Exception):
+    """The run ended from outside (folder deleted, evicted, rejected)."""
+
+
+def stop_reason(run: RunPaths) -> str | None:
+    if not run.root.is_dir():
+        return "run folder disappeared"
+    if run.evicted.exists():
+        return f"evicted: {run.evicted.read_text(errors='replace').strip()}"
+    if run.config_error.exists():
+        return f"rejected by the trainer: {run.config_error.read_text(errors='replace').strip()}"
+    return None
+
+
+def wait_for_broadcast(run: RunPaths, min_step: int, poll_s: float = POLL_S) -> int:
+    """Block until a STABLE broadcast of step >= ``min_step`` exists; returns the newest."""
+    last_check = time.monotonic()
+    while True:
+        newest = run.newest_stable_broadcast()
+        if newest is not None and newest >= min_step:
+            return newest
+        now = time.monotonic()
+        if now - last_check > 0.2:
+            last_check = now
+            why = stop_reason(run)
+            if why is not None:
+                raise Stopped(why)
+        time.sleep(poll_s)
+
+
+class BroadcastPolicy:
+    """The newest broadcast adapter merged into a private copy of the base."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.step = -1
+        self.net: nn.Module | None = None
+
+    def load(self, run: RunPaths, step: int) -> bool:
+        """Load broadcast ``step``; False if it vanished or is unreadable (then retry)."""
+        folder = run.broadcast(step)
+        try:
+            adapter = peft_format.read_adapter(folder)
+            peft_format.apply_adapter(self.model, 0, adapter, source=folder)
+        except (peft_format.AdapterFormatError, OSError) as e:
+            print(f"[orchestrator] broadcast {step} unreadable, retrying: {e}", file=sys.stderr)
+            return False
+        self.net = self.model.merged_copy(0).eval()
+        self.step = step
+        return True
+
+    def __call__(self, x: Tensor, task: Tensor) -> tuple[Tensor, Tensor]:
+        assert self.net is not None
+        return self.net(x)
+
+
+def first_step(run: RunPaths, newest_broadcast: int) -> int:
+    rollouts = steps(run.rollouts)
+    return max(newest_broadcast, rollouts[-1] + 1 if rollouts else 0)
+
+
+def initial_norm(run: RunPaths, newest_broadcast: int, obs_dim: int) -> ObsNorm:
+    """The run's statistics: from its newest rollout, else the broadcast, else identity."""
+    sources = [run.rollout_meta(s) for s in reversed(steps(run.rollouts))][:1]
+    for path in sources:
+        try:
+            norm = read_json_object(path).get("obs_norm")
+            if norm:
+                return ObsNorm.from_dict(norm)
+        except (OSError, ValueError, KeyError):
+            pass
+    try:
+        norm = read_json_object(run.broadcast_obs_norm(newest_broadcast))
+    except (OSError, ValueError):
+        norm = None
+    return ObsNorm.from_dict(norm) if norm else ObsNorm.identity(obs_dim)
+
+
+def _mean(values: Any) -> float | None:
+    vals = list(values)
+    return float(sum(vals) / len(vals)) if vals else None
+
+
+def run_ppo(
+    run: RunPaths,
+    cfg: PPORunConfig,
+    specs: list,
+    info: TrainerInfo,
+    on_rollout: Callable[[dict[str, Any]], None] | None = None,
+) -> int:
+    """The PPO orchestrator loop (see the module docstring); returns an exit code."""
+    model = slot_model(load_base(info), info, 1)
+    kind = str(info.base_kwargs["action_kind"])
+    k = info.max_async_level
+    ppo = PPOConfig(
+        envs_per_task=cfg.envs_per_task,
+        rollout_steps=cfg.rollout_steps,
+        gamma=cfg.gamma,
+        gae_lambda=cfg.gae_lambda,
+        normalize_reward=cfg.normalize_reward,
+    )
+    env = make_vec_env(specs, cfg.envs_per_task, cfg.seed)
+    policy = BroadcastPolicy(model)
+    try:
+        newest = wait_for_broadcast(run, 0)
+        n = first_step(run, newest)
+        norm = initial_norm(run, newest, env.obs_dim)
+        scaler = RewardScaler(cfg.gamma, env.num_envs) if cfg.normalize_reward else None
+        obs = env.reset(seed=cfg.seed + n)
+        state = RolloutState(obs, [norm] * len(specs), scaler, [[] for _ in specs])
+        torch.manual_seed(cfg.seed * 100_003 + n)
+        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + n)
+        recent: deque[float] = deque(maxlen=10)
+        last_return: float | None = None
+        print(f"[orchestrator] {run.name}: starting at step {n}", file=sys.stderr, flush=True)
+        while n < cfg.max_steps:
+            newest = wait_for_broadcast(run, max(0, n - k))
+            if newest != policy.step and not policy.load(run, newest):
+                time.sleep(POLL_S)
+                continue
+            t0 = time.perf_counter()
+            batch = collect(env, policy, state, ppo, kind, gen)
+            finished = [r for per_task in state.episode_returns for r in per_task]
+            for per_task in state.episode_returns:
+                per_task.clear()
+            recent.extend(finished)
+            meta = {
+                "policy_step": policy.step,
+                "episode_returns": finished,
+                "recent_return": _mean(recent),
+                "obs_norm": norm.to_dict(),
+                "collect_s": time.perf_counter() - t0,
+            }
+            write_rollout(run, n, batch, meta)
+            last_return = meta["recent_return"]
+            record = {"step": n, "policy_step": policy.step, "recent_return": meta["recent_return"]}
+            append_jsonl(run.orchestrator_log, record)
+            if on_rollout is not None:
+                on_rollout(record)
+            n += 1
+    except Stopped as e:
+        print(f"[orchestrator] {run.name}: stopped: {e}", file=sys.stderr, flush=True)
+        return 2 if "rejected" in str(e) else 0
+    except OSError:
+        if not run.root.is_dir():
+            print(f"[orchestrator] {run.name}: run folder disappeared", file=sys.stderr)
+            return 0
+        raise
+    finally:
+        env.close()
+    shown = "n/a" if last_return is None or not math.isfinite(last_return) else f"{last_return:.1f}"
+    print(f"[orchestrator] {run.name}: done ({n} rollouts, recent return {shown})", file=sys.stderr)
+    return 0

@@ -1,0 +1,270 @@
+"""The multi-run trainer: one base in memory, one adapter slot per live run.
+
+Each ``tick``: scan the outputs folder (admit, release, reject runs; see ``registry``),
+read the rollouts that are ready, run ONE batched PPO update over all of them, then per
+run: advance its step, publish ``broadcasts/step_<n>``, checkpoint every
+``checkpoint_interval`` steps, and prune old files. The trainer never starts or stops
+orchestrators; it only reads and writes files of the protocol (``paths``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+from skillbank.algos.ppo import PPOConfig
+from skillbank.service.base import base_name, resolve_base
+from skillbank.service.checkpoint import prune, write_broadcast, write_checkpoint
+from skillbank.service.config import TrainerConfig, write_trainer_info
+from skillbank.service.files import (
+    IOThread,
+    append_jsonl,
+    clean_staging,
+    remove_dir,
+    write_json_atomic,
+)
+from skillbank.service.paths import OutPaths, steps
+from skillbank.service.registry import LiveRun, Registry
+from skillbank.service.rollout_io import RolloutError, read_rollout
+from skillbank.service.slot_adam import SlotAdam
+from skillbank.service.slots import rank_tensors
+from skillbank.service.update import RunBatch, batched_update
+
+
+class TrainerLockedError(RuntimeError):
+    pass
+
+
+class Trainer:
+    """Serves every run of one outputs folder (see the module docstring)."""
+
+    def __init__(self, cfg: TrainerConfig, config_path: Path) -> None:
+        self.cfg = cfg
+        self.out = OutPaths(Path(cfg.output_dir).absolute())
+        self.out.root.mkdir(parents=True, exist_ok=True)
+        self._lock = self._take_lock()
+        clean_staging(self.out.staging)
+        torch.set_num_threads(cfg.threads)
+        base, self.info = resolve_base(cfg, self.out, config_path)
+        from skillbank.service.base import slot_model
+
+        self.model = slot_model(base, self.info, cfg.max_concurrent_runs)
+        self.opt = SlotAdam(
+            self.model.slot_parameters(),
+            cfg.max_concurrent_runs,
+            eps=float(cfg.ppo.get("adam_eps", 1e-5)),
+        )
+        self.ppo = PPOConfig(**cfg.ppo)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        kw = self.info.base_kwargs
+        self.obs_dim, self.action_kind = int(kw["obs_dim"]), str(kw["action_kind"])
+        self.action_dim = int(kw["action_dim"])
+        self.base_name = base_name(self.info)
+        self.registry = Registry(self)
+        self.io = IOThread()
+        self._status_due = True
+        self._status_time = 0.0
+        write_trainer_info(self.out.trainer_json, self.info)
+        self.log("started", message=f"base {self.info.base_dir}, {cfg.max_concurrent_runs} slots")
+
+    def _take_lock(self) -> IO[str]:
+        handle = open(self.out.lock, "a+")  # noqa: SIM115  # held for the trainer's life
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise TrainerLockedError(
+                f"{self.out.lock}: another trainer serves this outputs folder"
+            ) from None
+        return handle
+
+    def close(self) -> None:
+        """Finish pending writes and release the outputs folder (the lock)."""
+        self.io.flush()
+        self.io.close()
+        self.write_status(force=True)
+        self._lock.close()
+
+    # ------------------------------------------------------------------ logs
+    def log(
+        self, event: str, run: LiveRun | None = None, name: str | None = None, **kw: Any
+    ) -> None:
+        name = run.name if run is not None else name
+        record = {"event": event, **({"run": name} if name else {}), **kw}
+        msg = kw.get("message", "")
+        print(f"[trainer] {event}{f' {name}' if name else ''}: {msg}", file=sys.stderr, flush=True)
+        try:
+            append_jsonl(self.out.trainer_log, record)
+            if run is not None:
+                append_jsonl(run.paths.trainer_log, record)
+        except OSError:
+            pass  # a run folder deleted meanwhile
+        self._status_due = True
+
+    # ------------------------------------------------------------------ loop
+    def serve(self, should_stop: Callable[[], bool]) -> None:
+        while not should_stop():
+            if not self.tick():
+                time.sleep(self.cfg.poll_interval_s)
+        self.close()
+
+    def tick(self) -> bool:
+        """One scan and at most one update; returns whether any run made progress."""
+        self.registry.scan()
+        ready = self._ready()
+        if ready and self.cfg.batch_window_s > 0 and len(ready) < len(self.registry.live):
+            deadline = time.monotonic() + self.cfg.batch_window_s
+            while time.monotonic() < deadline and len(ready) < len(self.registry.live):
+                time.sleep(0.002)
+                ready = self._ready()
+        if ready:
+            self._train(ready)
+        for run in list(self.registry.live.values()):
+            if run.submitted < run.step:
+                self.publish(run)
+        self.write_status()
+        return bool(ready)
+
+    def _ready(self) -> list[LiveRun]:
+        return [r for r in self.registry.live.values() if r.paths.rollout(r.step).is_dir()]
+
+    def _lr(self, run: LiveRun) -> float:
+        lr = run.cfg.learning_rate
+        if run.cfg.anneal_lr:
+            lr *= max(0.0, 1.0 - run.step / run.cfg.max_steps)
+        return lr
+
+    def _train(self, ready: list[LiveRun]) -> None:
+        batches: list[tuple[LiveRun, Any]] = []
+        for run in ready:
+            try:
+                ro = read_rollout(
+                    run.paths, run.step, self.obs_dim, self.action_kind, self.action_dim
+                )
+            except RolloutError as e:
+                run.rejected += 1
+                self.log("rollout_rejected", run, step=run.step, message=str(e))
+                try:
+                    os.replace(run.paths.rollout(run.step), run.paths.rejected_rollout(run.step))
+                except OSError:
+                    remove_dir(run.paths.rollout(run.step))
+                self._advance(run, {})
+                continue
+            batches.append((run, ro))
+        if not batches:
+            return
+        parts = [RunBatch(r.slot, self._lr(r), ro.tensors) for r, ro in batches]
+        result = batched_update(self.model, self.opt, parts, self.ppo, self.action_kind, self.gen)
+        stats = {**result.stats, "runs_in_update": float(len(batches))}
+        for run, ro in batches:
+            run.obs_norm = ro.obs_norm if ro.obs_norm is not None else run.obs_norm
+            run.recent_return = ro.recent_return
+            run.policy_lag = run.step - ro.policy_step
+            why = result.skipped.get(run.slot)
+            if why is not None:
+                run.nan_streak += 1
+                run.nan_total += 1
+                self.log("update_skipped", run, step=run.step, message=why)
+                if run.nan_streak >= self.cfg.max_nan_updates:
+                    self.registry.evict(run, f"{run.nan_streak} consecutive skipped updates: {why}")
+                    continue
+            else:
+                run.nan_streak = 0
+            self._advance(run, stats)
+
+    def _advance(self, run: LiveRun, stats: dict[str, float]) -> None:
+        """The run's rollout at ``run.step`` is consumed: publish policy version step+1."""
+        lr = self._lr(run)
+        run.step += 1
+        record = {"step": run.step, "recent_return": run.recent_return, "lr": lr, **stats}
+        with contextlib.suppress(OSError):
+            append_jsonl(run.paths.trainer_log, {"event": "step", **record})
+        self._status_due = True
+        self.publish(run)
+        done = run.step >= run.cfg.max_steps
+        if done or run.step % self.cfg.checkpoint_interval == 0:
+            self.checkpoint(run)
+        if done:
+            self.registry.finish(run)
+
+    # --------------------------------------------------------------- writing
+    def publish(self, run: LiveRun, sync: bool = False) -> None:
+        """Write ``broadcasts/step_<run.step>`` and prune old broadcasts, on the I/O thread
+        unless ``sync``. A failed write is retried by the next tick."""
+        step, state, norm = run.step, self.model.slot_state(run.slot), run.obs_norm
+        run.submitted = step
+        paths, keep = run.paths, self.cfg.keep_broadcasts
+
+        def job() -> None:
+            try:
+                write_broadcast(paths, step, state, norm, self.out.staging, self.base_name)
+            except OSError as e:
+                if paths.root.is_dir():
+                    self.log("write_failed", run, message=f"broadcast {step}: {e}")
+                    run.submitted = -1
+                return
+            run.published = max(run.published, step)
+            prune(steps(paths.broadcasts), keep, lambda s: remove_dir(paths.broadcast(s)))
+
+        if sync:
+            job()
+        else:
+            self.io.submit(job)
+
+    def checkpoint(self, run: LiveRun) -> None:
+        """Write ``checkpoints/step_<run.step>``; prune old checkpoints and consumed rollouts."""
+        if run.last_ckpt == run.step:
+            return
+        tensors = rank_tensors(self.model, self.opt, run.slot, run.step, run.obs_norm)
+        try:
+            write_checkpoint(
+                run.paths,
+                run.step,
+                tensors,
+                self.model.slot_state(run.slot),
+                self.out.staging,
+                self.base_name,
+                self.cfg.debug_checkpoint_delay_s,
+            )
+        except OSError as e:
+            if run.paths.root.is_dir():
+                self.log("write_failed", run, message=f"checkpoint {run.step}: {e}")
+            return
+        run.last_ckpt = run.step
+        self.log("checkpoint", run, step=run.step, message=f"checkpoint step {run.step}")
+        self.io.submit(lambda: self.prune_run(run))
+
+    def prune_run(self, run: LiveRun) -> None:
+        paths = run.paths
+        stable = paths.newest_stable_checkpoint()
+        if stable is None:
+            return
+        kept = [s for s in steps(paths.checkpoints) if paths.checkpoint_stable(s).is_file()]
+        for step in steps(paths.checkpoints):
+            if step < stable and step not in kept:  # incomplete and superseded
+                remove_dir(paths.checkpoint(step))
+        prune(kept, self.cfg.keep_checkpoints, lambda s: remove_dir(paths.checkpoint(s)))
+        for step in steps(paths.rollouts):
+            if step < stable:
+                remove_dir(paths.rollout(step))
+
+    def write_status(self, force: bool = False) -> None:
+        now = time.time()
+        age = now - self._status_time
+        if not force and (age < 0.2 or (not self._status_due and age < 2.0)):
+            return  # on change (at most 5/s), else a heartbeat every 2 s
+        status = {"pid": os.getpid(), "updated": now, "slots": self.cfg.max_concurrent_runs}
+        status["runs"] = self.registry.status()
+        try:
+            write_json_atomic(self.out.status_json, status)
+        except OSError:
+            return
+        self._status_due, self._status_time = False, now
