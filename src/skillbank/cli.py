@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="library folder to create")
     p.add_argument("--hidden", default="256,256", help="hidden widths (default 256,256)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing library")
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        help="evaluate every N updates and keep the best weights (default: 20 evaluations "
+        "per run; 0 = keep the last weights)",
+    )
     _add_ppo_args(p)
 
     p = sub.add_parser("train-skills", help="one LoRA skill per task of a suite, concurrently")
@@ -124,7 +130,14 @@ def cmd_train_base(args: argparse.Namespace) -> None:
     spec = parse_task(args.task)
     hidden = [int(h) for h in args.hidden.split(",") if h]
     lib, result = train_base(
-        spec, args.out, _ppo(args, spec, "base"), hidden, args.seed, args.quiet, args.overwrite
+        spec,
+        args.out,
+        _ppo(args, spec, "base"),
+        hidden,
+        args.seed,
+        args.quiet,
+        args.overwrite,
+        eval_every=args.eval_every,
     )
     ret = result.curves[-1]["episodic_return"][0]
     print(f"base trained on {spec.name}: recent return {ret:.1f}; library at {lib.path}")

@@ -99,6 +99,14 @@ class TrainResult:
     steps_per_task: int = 0
 
 
+def make_adam(params: list[nn.Parameter], lr: float, eps: float) -> torch.optim.Optimizer:
+    """Adam with the fused kernel where this torch build has it for these tensors."""
+    try:
+        return torch.optim.Adam(params, lr=lr, eps=eps, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, lr=lr, eps=eps)
+
+
 def train_ppo(
     bank: Bank,
     specs: Sequence[TaskSpec],
@@ -132,7 +140,7 @@ def train_ppo(
     if not init_norms:  # fresh statistics: start from the first observations
         update_norms(norms, state.obs, env.task_ids)
     params = bank.parameters()
-    optimizer = torch.optim.Adam(params, lr=cfg.learning_rate, eps=cfg.adam_eps)
+    optimizer = make_adam(params, cfg.learning_rate, cfg.adam_eps)
     batch_per_update = cfg.envs_per_task * cfg.rollout_steps
     num_updates = max(1, cfg.total_steps // batch_per_update)
     result = TrainResult(norms=norms)

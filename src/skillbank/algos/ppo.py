@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
-from skillbank.models.actor_critic import make_distribution
+from skillbank.models.actor_critic import log_prob_entropy
 
 
 @dataclass
@@ -92,11 +92,17 @@ def gae(
 
 def normalize_per_task(adv: Tensor, task: Tensor, num_tasks: int) -> Tensor:
     """Zero-mean, unit-std advantages within each task of a minibatch."""
+    if num_tasks == 1:
+        centred = adv - adv.mean()
+        return centred / (centred.square().mean().sqrt() + 1e-8)
     counts = torch.bincount(task, minlength=num_tasks).clamp(min=1).to(adv.dtype)
     mean = torch.zeros(num_tasks, dtype=adv.dtype).index_add_(0, task, adv) / counts
     centred = adv - mean[task]
     var = torch.zeros(num_tasks, dtype=adv.dtype).index_add_(0, task, centred**2) / counts
     return centred / (var[task].sqrt() + 1e-8)
+
+
+STAT_NAMES = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")
 
 
 def ppo_loss(
@@ -108,8 +114,7 @@ def ppo_loss(
     num_tasks: int,
 ) -> tuple[Tensor, dict[str, float]]:
     """Clipped-surrogate loss over a minibatch; returns (loss, statistics)."""
-    dist = make_distribution(action_kind, policy_out)
-    logp = dist.log_prob(batch["actions"])
+    logp, entropy = log_prob_entropy(action_kind, policy_out, batch["actions"])
     log_ratio = logp - batch["logp"]
     ratio = log_ratio.exp()
     adv = batch["advantages"]
@@ -123,19 +128,20 @@ def ppo_loss(
         )
     else:
         v_loss = 0.5 * (value - batch["returns"]) ** 2
-    entropy = dist.entropy()
     # The mean over rows times the number of tasks = the sum of per-task means, so each
     # task's gradient is as large as if it were trained alone.
     loss = num_tasks * (pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss).mean()
     with torch.no_grad():
-        stats = {
-            "policy_loss": pg_loss.mean().item(),
-            "value_loss": v_loss.mean().item(),
-            "entropy": entropy.mean().item(),
-            "approx_kl": ((ratio - 1) - log_ratio).mean().item(),
-            "clipfrac": ((ratio - 1).abs() > cfg.clip_coef).float().mean().item(),
-        }
-    return loss, stats
+        values = torch.stack(
+            [
+                pg_loss.mean(),
+                v_loss.mean(),
+                entropy.mean(),
+                ((ratio - 1) - log_ratio).mean(),
+                ((ratio - 1).abs() > cfg.clip_coef).to(ratio.dtype).mean(),
+            ]
+        ).tolist()
+    return loss, dict(zip(STAT_NAMES, values))
 
 
 def explained_variance(pred: Tensor, target: Tensor) -> float:
@@ -176,10 +182,19 @@ def ppo_update(
     behaviour-cloning term; it returns (loss, statistics).
     """
     stats: dict[str, list[float]] = {}
+    # One float matrix holding every column, so a minibatch is one gather, not seven.
+    names = list(batch)
+    cols = [batch[k].reshape(batch[k].shape[0], -1).to(torch.float32) for k in names]
+    widths = [c.shape[1] for c in cols]
+    packed = torch.cat(cols, dim=1)  # [B, sum(widths)]
     for _ in range(cfg.update_epochs):
         epoch_kl: list[float] = []
         for idx in stratified_minibatches(batch["task"], num_tasks, cfg.num_minibatches, generator):
-            mb = {k: v[idx] for k, v in batch.items()}
+            parts = packed.index_select(0, idx).split(widths, dim=1)
+            mb = {
+                k: part.reshape(-1, *batch[k].shape[1:]).to(batch[k].dtype)
+                for k, part in zip(names, parts)
+            }
             policy_out, value = forward(mb["obs"], mb["task"])
             loss, s = ppo_loss(policy_out, value, mb, action_kind, cfg, num_tasks)
             if extra_loss is not None:
