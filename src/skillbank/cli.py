@@ -21,6 +21,13 @@ verbs:
   eval           table of returns: the base and every skill on every task
   suites         list the named task suites and task families
   bench          micro-benchmarks (bench lora: multi-LoRA forward vs peers)
+
+multi-run service (docs/service.md):
+  trainer          multi-run trainer: watches an outputs folder, one adapter slot per run
+  orchestrator     collects rollouts for one run of an outputs folder
+  convert-adapter  write a PEFT adapter as a run's step-0 checkpoint (warm start)
+  runs             table of the runs of an outputs folder (--watch: live)
+  library add      add a run's newest stable adapter to a library as a skill
 """
 
 
@@ -90,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("which", choices=["lora"], help="lora: multi-LoRA forward benchmark")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--quick", action="store_true", help="fewer repeats")
+
+    from skillbank.service.cli import add_parsers as add_service_parsers
+
+    add_service_parsers(sub)
     return parser
 
 
@@ -222,7 +233,10 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     try:
-        COMMANDS[args.verb](args)
+        handler = getattr(args, "handler", None) or COMMANDS[args.verb]
+        handler(args)
+    except SystemExit as e:
+        return int(e.code or 0)
     except (ValueError, KeyError, FileNotFoundError, FloatingPointError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"error: {msg}", file=sys.stderr)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -128,9 +129,14 @@ def ppo_loss(
         )
     else:
         v_loss = 0.5 * (value - batch["returns"]) ** 2
-    # The mean over rows times the number of tasks = the sum of per-task means, so each
-    # task's gradient is as large as if it were trained alone.
-    loss = num_tasks * (pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss).mean()
+    # The sum over tasks of each task's mean loss, so each task's gradient is as large as
+    # if it were trained alone, whatever its share of the rows.
+    row_loss = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss
+    if num_tasks == 1:
+        loss = row_loss.mean()
+    else:
+        counts = torch.bincount(batch["task"], minlength=num_tasks).to(row_loss.dtype)
+        loss = (row_loss / counts[batch["task"]]).sum()
     with torch.no_grad():
         values = torch.stack(
             [
@@ -162,9 +168,17 @@ def stratified_minibatches(
     return [torch.cat([parts[k][i] for k in range(num_tasks)]) for i in range(num_minibatches)]
 
 
+class Optimizer(Protocol):
+    """What ``ppo_update`` needs of an optimiser (torch's, or the service's SlotAdam)."""
+
+    def zero_grad(self, set_to_none: bool = True) -> None: ...
+
+    def step(self) -> object: ...
+
+
 def ppo_update(
     forward: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]],
-    optimizer: torch.optim.Optimizer,
+    optimizer: Optimizer,
     clip_grads: Callable[[float], None],
     batch: dict[str, Tensor],
     action_kind: str,

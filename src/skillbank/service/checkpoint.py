@@ -39,7 +39,6 @@ from skillbank.service.files import (
 from skillbank.service.paths import RunPaths, rank_file_name
 
 LoraState = dict[str, tuple[Tensor, Tensor, float]]
-PARTS = ("A", "B")
 
 
 class CheckpointError(ValueError):

@@ -35,7 +35,8 @@ class TrainerConfig:
     PPOConfig fields in ``TRAINER_PPO_FIELDS``."""
 
     output_dir: str = ""
-    """Outputs folder watched for ``run_*`` folders (``--out`` on the command line wins)."""
+    """Outputs folder watched for ``run_*`` folders (``--out`` wins; relative paths here
+    and in ``library`` are taken from the working directory)."""
     library: str | None = None
     """Library folder whose base every run shares (give this or ``base_task``)."""
     base_task: str | None = None
@@ -231,8 +232,8 @@ def check_ppo_run(cfg: PPORunConfig, path: Path, info: TrainerInfo) -> list:
         specs = [parse_task(cfg.task)] if cfg.task is not None else get_suite(str(cfg.suite))
     except ValueError as e:
         raise ConfigError(f"{path}: field {name!r}: {e}") from e
-    want = (info.base_kwargs.get("obs_dim"), info.base_kwargs.get("action_kind"))
-    want += (info.base_kwargs.get("action_dim"),)
+    kw = info.base_kwargs
+    want = (kw.get("obs_dim"), kw.get("action_kind"), kw.get("action_dim"))
     for spec in specs:
         got = task_spaces(spec)
         _need(

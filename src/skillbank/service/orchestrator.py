@@ -16,7 +16,6 @@ import math
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -25,7 +24,7 @@ from torch import Tensor, nn
 from skillbank import peft_format
 from skillbank.algos.ppo import PPOConfig
 from skillbank.normalize import ObsNorm
-from skillbank.rollout.collect import RewardScaler, RolloutState, collect
+from skillbank.rollout.collect import RewardScaler, RolloutState, collect, update_norms
 from skillbank.service.base import load_base, slot_model
 from skillbank.service.config import PPORunConfig, TrainerInfo
 from skillbank.service.files import append_jsonl, read_json_object
@@ -51,14 +50,20 @@ def stop_reason(run: RunPaths) -> str | None:
 
 
 def wait_for_broadcast(run: RunPaths, min_step: int, poll_s: float = POLL_S) -> int:
-    """Block until a STABLE broadcast of step >= ``min_step`` exists; returns the newest."""
+    """Block until a STABLE broadcast of step >= ``min_step`` exists; returns the newest.
+
+    Each poll is one ``stat`` of ``step_<min_step>/STABLE``; the folder is listed (in case
+    that step was pruned already) and the run's control files checked every 0.2 s."""
+    target = run.broadcast_stable(min_step)
     last_check = time.monotonic()
     while True:
-        newest = run.newest_stable_broadcast()
-        if newest is not None and newest >= min_step:
-            return newest
         now = time.monotonic()
-        if now - last_check > 0.2:
+        slow = now - last_check > 0.2
+        if target.is_file() or slow:
+            newest = run.newest_stable_broadcast()
+            if newest is not None and newest >= min_step:
+                return newest
+        if slow:
             last_check = now
             why = stop_reason(run)
             if why is not None:
@@ -124,7 +129,6 @@ def run_ppo(
     cfg: PPORunConfig,
     specs: list,
     info: TrainerInfo,
-    on_rollout: Callable[[dict[str, Any]], None] | None = None,
 ) -> int:
     """The PPO orchestrator loop (see the module docstring); returns an exit code."""
     model = slot_model(load_base(info), info, 1)
@@ -139,17 +143,21 @@ def run_ppo(
     )
     env = make_vec_env(specs, cfg.envs_per_task, cfg.seed)
     policy = BroadcastPolicy(model)
+    recent: deque[float] = deque(maxlen=10)  # returns of the run's last episodes
+    last_return: float | None = None
+    n = 0
     try:
         newest = wait_for_broadcast(run, 0)
         n = first_step(run, newest)
         norm = initial_norm(run, newest, env.obs_dim)
         scaler = RewardScaler(cfg.gamma, env.num_envs) if cfg.normalize_reward else None
         obs = env.reset(seed=cfg.seed + n)
+        # one adapter per run: its tasks share one set of statistics (the same object)
         state = RolloutState(obs, [norm] * len(specs), scaler, [[] for _ in specs])
+        if norm.count < 1:  # fresh statistics start from the first observations, as in-process
+            update_norms(state.norms, obs, env.task_ids)
         torch.manual_seed(cfg.seed * 100_003 + n)
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + n)
-        recent: deque[float] = deque(maxlen=10)
-        last_return: float | None = None
         print(f"[orchestrator] {run.name}: starting at step {n}", file=sys.stderr, flush=True)
         while n < cfg.max_steps:
             newest = wait_for_broadcast(run, max(0, n - k))
@@ -162,19 +170,17 @@ def run_ppo(
             for per_task in state.episode_returns:
                 per_task.clear()
             recent.extend(finished)
+            last_return = _mean(recent)
             meta = {
                 "policy_step": policy.step,
                 "episode_returns": finished,
-                "recent_return": _mean(recent),
+                "recent_return": last_return,
                 "obs_norm": norm.to_dict(),
                 "collect_s": time.perf_counter() - t0,
             }
             write_rollout(run, n, batch, meta)
-            last_return = meta["recent_return"]
-            record = {"step": n, "policy_step": policy.step, "recent_return": meta["recent_return"]}
+            record = {"step": n, "policy_step": policy.step, "recent_return": last_return}
             append_jsonl(run.orchestrator_log, record)
-            if on_rollout is not None:
-                on_rollout(record)
             n += 1
     except Stopped as e:
         print(f"[orchestrator] {run.name}: stopped: {e}", file=sys.stderr, flush=True)

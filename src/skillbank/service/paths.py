@@ -192,10 +192,15 @@ class RunPaths:
         return found[-1] if found else None
 
     def escapes(self) -> str | None:
-        """Why this run folder points outside the outputs folder (a symlink), or None."""
+        """Why this run folder is not safely inside the outputs folder, or None: a symlink
+        (of the folder or a subfolder) leading outside, or to another run (an alias)."""
         for path in (self.root, self.control, self.rollouts, self.broadcasts, self.checkpoints):
             if (path.exists() or path.is_symlink()) and not is_inside(self.out, path):
                 return f"{path} resolves to {path.resolve()}, outside {self.out.resolve()}"
+        if self.root.is_symlink():
+            target = self.root.resolve()
+            if target.parent == self.out.resolve() and target.name.startswith(RUN_PREFIX):
+                return f"{self.root} is an alias of the run folder {target}"
         return None
 
 

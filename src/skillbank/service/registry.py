@@ -12,6 +12,7 @@ Folders whose name is not a valid run name or that resolve outside the outputs f
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,9 @@ from skillbank.service.config import load_run_config
 from skillbank.service.files import remove_dir, write_text_atomic
 from skillbank.service.paths import RUN_PREFIX, PathError, RunPaths, check_run_name, steps
 from skillbank.service.slots import load_slot
+
+ESCAPE_CHECK_S = 1.0
+"""How often a known run folder is checked again for symlinks leading outside OUT."""
 
 if TYPE_CHECKING:
     from skillbank.service.trainer import Trainer
@@ -77,6 +81,7 @@ class Registry:
         self.parked: dict[str, Parked] = {}  # insertion order = waiting order
         self.free = list(range(trainer.cfg.max_concurrent_runs))
         self.warned: set[str] = set()
+        self._inside: dict[str, float] = {}  # run -> when it was last found inside OUT
 
     # ------------------------------------------------------------------ scan
     def scan(self) -> None:
@@ -88,8 +93,13 @@ class Registry:
             except PathError as e:
                 self._warn(entry, f"ignored: {e}")
                 continue
-            why = paths.escapes()
+            why = None
+            if time.monotonic() - self._inside.get(name, -1e9) > ESCAPE_CHECK_S:
+                why = paths.escapes()  # resolves symlinks: a few syscalls per folder
+                if why is None:
+                    self._inside[name] = time.monotonic()
             if why is not None:
+                self._inside.pop(name, None)
                 self._warn(entry, f"ignored: run folder escapes the outputs folder: {why}")
                 if name in self.live:
                     self.release(self.live[name], "escapes the outputs folder", checkpoint=False)
@@ -107,6 +117,7 @@ class Registry:
             self.release(self.live[name], "run folder disappeared", checkpoint=False)
         for name in [n for n in self.parked if n not in seen]:
             del self.parked[name]
+        self._inside = {n: t for n, t in self._inside.items() if n in seen}
         self._assign()
 
     def _warn(self, entry: str, message: str) -> None:
@@ -131,6 +142,9 @@ class Registry:
         except ConfigError as e:
             self._reject(name, paths, fp, str(e))
             return
+        except Exception as e:  # unreadable file, missing task backend, ...: never fatal
+            self._reject(name, paths, fp, f"{paths.orch_toml}: {type(e).__name__}: {e}")
+            return
         if paths.config_error.exists():
             paths.config_error.unlink(missing_ok=True)
         newest = paths.newest_stable_checkpoint()
@@ -152,12 +166,20 @@ class Registry:
             if not self.free:
                 return
             parked = self.parked.pop(name)
+            why = parked.paths.escapes()  # checked again right before any write into it
+            if why is not None:
+                self._inside.pop(name, None)
+                self._warn(f"{RUN_PREFIX}{name}", f"ignored: run folder escapes OUT: {why}")
+                continue
             slot = self.free.pop(0)
             try:
                 self.live[name] = self._admit(name, parked, slot)
-            except (CheckpointError, OSError) as e:
+            except Exception as e:  # a run that cannot start must not stop the others
+                self.t.model.zero_slot(slot)
+                self.t.opt.reset_slot(slot)
                 self.free.insert(0, slot)
-                self._reject(name, parked.paths, parked.fingerprint, str(e))
+                why = str(e) if isinstance(e, (CheckpointError, OSError)) else repr(e)
+                self._reject(name, parked.paths, parked.fingerprint, why)
 
     # --------------------------------------------------------------- admission
     def _admit(self, name: str, parked: Parked, slot: int) -> LiveRun:
@@ -195,7 +217,6 @@ class Registry:
                 remove_dir(paths.broadcast(step))
         t.publish(run, sync=True)
         if run.published != run.step:
-            t.model.zero_slot(slot)
             raise OSError(f"{paths.broadcast(run.step)}: could not be written")
         return run
 

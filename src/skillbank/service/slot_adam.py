@@ -60,6 +60,9 @@ class SlotAdam:
     def skip_nonfinite(self) -> list[int]:
         """Mark active slots with a NaN/inf gradient as skipped (and zero their gradient,
         so per-slot clipping stays finite for the others); returns the new ones."""
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if not grads or bool(torch.isfinite(torch.stack([g.sum() for g in grads]).sum())):
+            return []  # fast path: a NaN or inf anywhere would make the total non-finite
         bad = torch.zeros(self.num_slots, dtype=torch.bool)
         for p in self.params:
             if p.grad is not None:

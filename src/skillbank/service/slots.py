@@ -55,7 +55,7 @@ def rank_tensors(
     if opt is not None:
         moments: dict[str, tuple[Tensor, Tensor]] = {}
         for i, (path, layer) in enumerate(model.layers.items()):
-            r = int(layer.slot_rank[slot])
+            r = layer.get_slot(slot)[0].shape[0]
             if r == 0:
                 continue
             m_a, m_b = opt.exp_avg[2 * i][slot], opt.exp_avg[2 * i + 1][slot]

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from skillbank.service.files import read_json_object
+from skillbank.service.files import alive, read_json_object
 from skillbank.service.paths import RUN_PREFIX, OutPaths, PathError, RunPaths, check_run_name, steps
 
 COLUMNS = ("run", "slot", "step", "latest return", "state", "note")
@@ -99,7 +99,10 @@ def collect_rows(out: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], str
     if age is None:
         trainer = f"no trainer status in {paths.status_json}"
     else:
-        trainer = f"trainer pid {status.get('pid')}, status updated {age:.1f}s ago"
+        pid = status.get("pid")
+        running = isinstance(pid, int) and alive(pid)
+        state = "running" if running else "NOT running"
+        trainer = f"trainer pid {pid} {state}, status updated {age:.1f}s ago"
     return rows, trainer
 
 

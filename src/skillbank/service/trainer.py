@@ -21,7 +21,7 @@ from typing import IO, Any
 import torch
 
 from skillbank.algos.ppo import PPOConfig
-from skillbank.service.base import base_name, resolve_base
+from skillbank.service.base import base_name, resolve_base, slot_model
 from skillbank.service.checkpoint import prune, write_broadcast, write_checkpoint
 from skillbank.service.config import TrainerConfig, write_trainer_info
 from skillbank.service.files import (
@@ -40,7 +40,7 @@ from skillbank.service.update import RunBatch, batched_update
 
 
 class TrainerLockedError(RuntimeError):
-    pass
+    """Another trainer holds the outputs folder."""
 
 
 class Trainer:
@@ -54,8 +54,6 @@ class Trainer:
         clean_staging(self.out.staging)
         torch.set_num_threads(cfg.threads)
         base, self.info = resolve_base(cfg, self.out, config_path)
-        from skillbank.service.base import slot_model
-
         self.model = slot_model(base, self.info, cfg.max_concurrent_runs)
         self.opt = SlotAdam(
             self.model.slot_parameters(),
@@ -261,8 +259,8 @@ class Trainer:
         age = now - self._status_time
         if not force and (age < 0.2 or (not self._status_due and age < 2.0)):
             return  # on change (at most 5/s), else a heartbeat every 2 s
-        status = {"pid": os.getpid(), "updated": now, "slots": self.cfg.max_concurrent_runs}
-        status["runs"] = self.registry.status()
+        status: dict[str, Any] = {"pid": os.getpid(), "updated": now}
+        status.update(slots=self.cfg.max_concurrent_runs, runs=self.registry.status())
         try:
             write_json_atomic(self.out.status_json, status)
         except OSError:

@@ -98,11 +98,12 @@ def batched_update(
             len(runs),
             generator,
         )
-    except (RuntimeError, ValueError) as e:
+    except Exception as e:  # restore, then isolate the run that fails
         for k in slots:
             snap.restore(k)
         if len(runs) == 1:
-            return UpdateResult(skipped={slots[0]: f"update failed: {e}"})
+            opt.set_active([])
+            return UpdateResult(skipped={slots[0]: f"update failed: {type(e).__name__}: {e}"})
         result = UpdateResult()
         for r in runs:
             one = batched_update(model, opt, [r], cfg, action_kind, generator)

@@ -1,0 +1,174 @@
+"""Helpers of the service tests: processes started and stopped by their pids, waiting,
+TOML and rollout fixtures, and a hand-driven "fake trainer" for orchestrator tests."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from skillbank.lora import MultiLoraModel
+from skillbank.service.base import resolve_base, slot_model
+from skillbank.service.config import TrainerConfig, TrainerInfo, write_trainer_info
+from skillbank.service.paths import OutPaths, RunPaths
+
+
+def toml_text(fields: dict[str, Any]) -> str:
+    def fmt(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(fmt(x) for x in v) + "]"
+        raise TypeError(v)
+
+    top = [f"{k} = {fmt(v)}" for k, v in fields.items() if not isinstance(v, dict)]
+    tables = [
+        f"[{k}]\n" + "\n".join(f"{kk} = {fmt(vv)}" for kk, vv in v.items())
+        for k, v in fields.items()
+        if isinstance(v, dict)
+    ]
+    return "\n".join(top + tables) + "\n"
+
+
+def write_trainer_toml(path: Path, out: Path, **fields: Any) -> Path:
+    base = {"output_dir": str(out), "base_task": "cartpole", "max_concurrent_runs": 2}
+    path.write_text(toml_text({**base, **fields}))
+    return path
+
+
+def write_orch(out: Path, name: str, text: str | None = None, **fields: Any) -> RunPaths:
+    run = RunPaths(out, name)
+    run.control.mkdir(parents=True, exist_ok=True)
+    body = text if text is not None else toml_text({"task": "cartpole", **fields})
+    tmp = run.control / ".orch.toml.tmp"
+    tmp.write_text(body)
+    os.replace(tmp, run.orch_toml)
+    return run
+
+
+def fake_rollout(rows: int = 256, obs_dim: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "obs": torch.randn(rows, obs_dim, generator=g).clamp(-5, 5),
+        "actions": torch.randint(0, 2, (rows,), generator=g),
+        "logp": torch.full((rows,), -0.6931),
+        "values": torch.randn(rows, generator=g),
+        "advantages": torch.randn(rows, generator=g),
+        "returns": torch.randn(rows, generator=g),
+    }
+
+
+def fake_meta(policy_step: int = 0, ret: float | None = 20.0) -> dict[str, Any]:
+    return {
+        "policy_step": policy_step,
+        "episode_returns": [] if ret is None else [ret],
+        "recent_return": ret,
+        "obs_norm": {"mean": [0.0] * 4, "var": [1.0] * 4, "count": 10.0},
+    }
+
+
+def fake_trainer(out: Path, k: int = 1) -> tuple[TrainerInfo, MultiLoraModel]:
+    """Write what a trainer announces (OUT/base, trainer.json); returns a 1-slot model."""
+    cfg = TrainerConfig(output_dir=str(out), base_task="cartpole", max_async_level=k)
+    paths = OutPaths(out)
+    out.mkdir(parents=True, exist_ok=True)
+    base, info = resolve_base(cfg, paths, out / "trainer.toml")
+    write_trainer_info(paths.trainer_json, info)
+    model = slot_model(base, info, 1)
+    model.reset_slot(0, 4, 8.0, generator=torch.Generator().manual_seed(0))
+    return info, model
+
+
+def wait_for(
+    cond: Callable[[], Any],
+    timeout: float,
+    what: str,
+    alive: list[subprocess.Popen] | None = None,
+    every: float = 0.05,
+) -> Any:
+    """Poll ``cond`` until truthy; fail after ``timeout`` s or if a process in ``alive``
+    exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        for p in alive or []:
+            if p.poll() is not None:
+                raise AssertionError(f"process {p.args} exited ({p.returncode}) while: {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for: {what}")
+        time.sleep(every)
+
+
+class Procs:
+    """Processes started by a test; each is stopped by its own pid."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.started: list[tuple[str, subprocess.Popen]] = []
+
+    def start(self, name: str, *args: str) -> subprocess.Popen:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+        log = open(self.folder / f"{name}.log", "ab")  # noqa: SIM115  # owned by the process
+        cmd = [sys.executable, "-m", "skillbank.service.cli", *args]
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        log.close()
+        self.started.append((name, proc))
+        return proc
+
+    def log(self, name: str) -> str:
+        path = self.folder / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    @staticmethod
+    def stop(proc: subprocess.Popen, timeout: float = 20.0) -> int:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+        return proc.returncode
+
+    @staticmethod
+    def kill9(proc: subprocess.Popen) -> None:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def stop_all(self) -> None:
+        for _, proc in self.started:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            rows.append(json.loads(line))
+    return rows
+
+
+def status(out: Path) -> dict[str, Any]:
+    try:
+        return json.loads((out / "trainer_status.json").read_text()).get("runs", {})
+    except (OSError, json.JSONDecodeError):
+        return {}
