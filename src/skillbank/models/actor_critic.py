@@ -109,6 +109,22 @@ def log_prob_entropy(
     return logp, entropy
 
 
+def sample_action(action_kind: str, policy_out: Tensor) -> tuple[Tensor, Tensor]:
+    """(action, log-probability) sampled from the policy outputs, with few operations
+    (Gumbel-max for Discrete, mean + std * noise for Box)."""
+    if action_kind == "discrete":
+        logp_all = torch.log_softmax(policy_out, dim=-1)  # [B, n]
+        gumbel = -torch.log(-torch.log(torch.rand_like(logp_all).clamp_(1e-20, 1.0)))
+        action = (logp_all + gumbel).argmax(-1)
+        return action, logp_all.gather(-1, action.unsqueeze(-1)).squeeze(-1)
+    mean, log_std = policy_out.chunk(2, dim=-1)
+    log_std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+    noise = torch.randn_like(mean)
+    action = mean + log_std.exp() * noise
+    logp = (-0.5 * noise.square() - log_std - _HALF_LOG_2PI).sum(-1)
+    return action, logp
+
+
 def greedy_action(action_kind: str, policy_out: Tensor) -> Tensor:
     """Deterministic action: argmax for Discrete, the mean for Box."""
     if action_kind == "discrete":

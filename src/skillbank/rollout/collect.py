@@ -10,8 +10,8 @@ import torch
 from torch import Tensor
 
 from skillbank.algos.ppo import PPOConfig, gae
-from skillbank.models.actor_critic import greedy_action, make_distribution
-from skillbank.normalize import ObsNorm, normalize_rows, stack_norms
+from skillbank.models.actor_critic import greedy_action, make_distribution, sample_action
+from skillbank.normalize import CLIP, ObsNorm, normalize_rows, stack_norms
 
 Forward = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
@@ -65,16 +65,16 @@ def collect(
     n, steps = env.num_envs, cfg.rollout_steps
     task = torch.as_tensor(env.task_ids, dtype=torch.long)  # [N]
     mean, inv_std = stack_norms(state.norms)
+    env_mean, env_inv_std = mean[task], inv_std[task]  # [N, d] per env, fixed this rollout
     low, high = _action_bounds(env, action_kind)
     raw_obs, obs_buf, act_buf, logp_buf, val_buf, rew_buf, done_buf = [], [], [], [], [], [], []
     for _ in range(steps):
         raw_obs.append(state.obs)
-        obs_t = normalize_rows(torch.as_tensor(state.obs, dtype=torch.float32), mean, inv_std, task)
+        obs_t = torch.as_tensor(state.obs, dtype=torch.float32)
+        obs_t = ((obs_t - env_mean) * env_inv_std).clamp_(-CLIP, CLIP)
         with torch.no_grad():
             policy_out, value = forward(obs_t, task)
-            dist = make_distribution(action_kind, policy_out)
-            action = dist.sample()
-            logp = dist.log_prob(action)
+            action, logp = sample_action(action_kind, policy_out)
         env_action = action.numpy() if low is None else np.clip(action.numpy(), low, high)
         next_obs, reward, terminated, truncated, info = env.step(env_action)
         reward = np.asarray(reward, dtype=np.float64)
