@@ -13,18 +13,19 @@ def cartpole_physics() -> list[TaskSpec]:
     """Default CartPole-v1 and 6 physics variants (``pole_length`` is the FULL length).
 
     Greedy returns (20 episodes) of bases from ``skillbank train-base --task cartpole``
-    (default settings: PPO, best evaluated weights kept, seeds 0 / 1 / 2):
+    (default settings: PPO, best evaluated weights kept, stops at the first greedy 500;
+    seeds 0 / 1 / 2):
 
     ==================================  =======================  =================
     task                                change                   base, seeds 0/1/2
     ==================================  =======================  =================
-    ``cartpole/default``                none                     500 / 500 / 338
-    ``cartpole/long-pole``              pole_length=6            481 / 500 / 319
-    ``cartpole/high-gravity``           gravity=50               401 / 361 / 164
+    ``cartpole/default``                none                     487 / 500 / 500
+    ``cartpole/long-pole``              pole_length=6            355 / 416 / 500
+    ``cartpole/high-gravity``           gravity=50               219 / 239 / 500
     ``cartpole/reversed``               force_mag=-10            9 / 9 / 9
-    ``cartpole/heavy-pole``             pole_mass=2              500 / 500 / 251
-    ``cartpole/weak-force``             force_mag=1              492 / 500 / 254
-    ``cartpole/reversed-long-pole``     force_mag=-10, length 3  14 / 14 / 14
+    ``cartpole/heavy-pole``             pole_mass=2              495 / 500 / 500
+    ``cartpole/weak-force``             force_mag=1              385 / 483 / 500
+    ``cartpole/reversed-long-pole``     force_mag=-10, length 3  14 / 14 / 15
     ==================================  =======================  =================
 
     The two ``reversed`` tasks (a motor wired the other way: the same observation needs the
