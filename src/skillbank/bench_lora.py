@@ -102,8 +102,10 @@ def run(threads: int = 2, quick: bool = False, sizes: tuple[int, ...] = (1, 8, 3
         if "act" in r:
             a = r["act"]
             print(
-                f"act() at batch 1 with {a['skills']} skills loaded: {a['skillbank'] * 1e3:.0f} us"
-                f" vs base alone {a['base'] * 1e3:.0f} us ({a['skillbank'] / a['base']:.2f}x)"
+                f"act() at batch 1 with {a['skills']} skills loaded: {a['skillbank'] * 1e3:.0f} us;"
+                f" act() of the base alone {a['base_act'] * 1e3:.0f} us"
+                f" ({a['skillbank'] / a['base_act']:.2f}x); bare base forward"
+                f" {a['base'] * 1e3:.0f} us ({a['skillbank'] / a['base']:.2f}x)"
             )
     mem = _memory_line(base)
     print(mem)
@@ -192,7 +194,13 @@ def _act_latency(lib: object, base: nn.Module, names: list[str], repeats: int) -
     x1 = torch.randn(1, DIMS[0])
     with torch.no_grad():
         t = _time(
-            {"base": lambda: base(x1), "skillbank": lambda: lib.act(obs, names[-1])}, repeats, 200
+            {
+                "base": lambda: base(x1),
+                "base_act": lambda: lib.act(obs, None),
+                "skillbank": lambda: lib.act(obs, names[-1]),
+            },
+            repeats,
+            200,
         )
     return {"skills": len(names), **t}
 
