@@ -21,6 +21,9 @@ verbs:
   eval           table of returns: the base and every skill on every task
   suites         list the named task suites and task families
   bench          micro-benchmarks (bench lora: multi-LoRA forward vs peers)
+  continual      learn a suite's tasks in sequence with strategies (finetune, ewc, lora,
+                 ...); Continual World metrics, results.json and report.html
+  report         rebuild a continual run's report.html from its results.json
 
 multi-run service (docs/service.md):
   trainer          multi-run trainer: watches an outputs folder, one adapter slot per run
@@ -55,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the end-to-end CartPole demo (about 5 minutes on 2 cores)")
     p.add_argument("--out", type=Path, default=Path("skillbank-demo"), help="output folder")
-    p.add_argument("--steps", type=int, help="steps per task for skills (default 80000)")
+    p.add_argument("--steps", type=int, help="steps per task for skills (default 120000)")
     p.add_argument("--base-steps", type=int, help="steps for the base (default 100000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -98,8 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--quick", action="store_true", help="fewer repeats")
 
+    from skillbank.continual.cli import add_parsers as add_continual_parsers
     from skillbank.service.cli import add_parsers as add_service_parsers
 
+    add_continual_parsers(sub)
     add_service_parsers(sub)
     return parser
 

@@ -15,7 +15,7 @@ Learn the tasks of a suite one after another with one or more strategies, evalua
 task every --eval-every steps, and write OUT/results.json and OUT/report.html with the
 Continual World metrics: average performance P, forgetting F, forward transfer FT (against
 each task trained alone from scratch), the result matrix R[j, i], memory and wall time;
-mean and a 90%% bootstrap interval over seeds.
+mean and a 90% bootstrap interval over seeds.
 
 strategies:
   finetune       one shared network trained on each task in turn (forgetting baseline)
@@ -27,9 +27,9 @@ strategies:
   multitask      all tasks trained together in one shared network (reference; P only)
 
 example (the documented cartpole run, docs/continual.md):
-  skillbank continual --suite cartpole-physics --tasks 0,5,2,1,3 \\
+  skillbank continual --suite cartpole-physics --tasks 0,3,2,6 \\
       --strategy finetune,l2,ewc,replay,lora,lora-transfer,multitask \\
-      --steps-per-task 100000 --seeds 3 --out cl-cartpole
+      --steps-per-task 200000 --seeds 3 --eval-every 20000 --out cl-cartpole
 """
 
 
@@ -68,7 +68,7 @@ def add_parsers(
         type=_name_list,
         help=f"comma-separated strategies: {','.join(STRATEGY_NAMES)} (default finetune,lora)",
     )
-    p.add_argument("--steps-per-task", type=int, help="env steps per task (default 100000)")
+    p.add_argument("--steps-per-task", type=int, help="env steps per task (default 200000)")
     p.add_argument("--seeds", type=int, help="number of seeds (default 3)")
     p.add_argument("--first-seed", type=int, help="first seed (default 0)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
@@ -79,7 +79,7 @@ def add_parsers(
     p.add_argument(
         "--tasks",
         type=_int_list,
-        help="indices of the suite's tasks to train, in order (e.g. 0,5,2,1,3; default all)",
+        help="indices of the suite's tasks to train, in order (e.g. 0,3,2,6; default all)",
     )
     p.add_argument(
         "--config",

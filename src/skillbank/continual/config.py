@@ -23,7 +23,7 @@ class ContinualConfig:
     (as Continual World's CW20 repeats CW10) and each visit is its own column of R."""
     strategies: list[str] = field(default_factory=lambda: ["finetune", "lora"])
     """Strategies to run (see ``skillbank.continual.strategies.STRATEGIES``)."""
-    steps_per_task: int = 100_000
+    steps_per_task: int = 200_000
     """Environment steps per task (rounded down to whole PPO updates)."""
     seeds: int = 3
     """Number of seeds (``first_seed`` .. ``first_seed + seeds - 1``)."""
@@ -33,6 +33,10 @@ class ContinualConfig:
     """Evaluate every task every this many steps (rounded up to whole PPO updates)."""
     eval_episodes: int = 10
     """Greedy evaluation episodes per task and evaluation (fixed seeds)."""
+    keep_best: bool = True
+    """End each task's window with the weights that scored best on that task in greedy
+    validation episodes (seeds disjoint from the evaluation's; ties: the later weights),
+    as ``train-base`` does; False = PPO's last iterate (Continual World's protocol)."""
     references: bool = True
     """Train each task alone from scratch per seed (needed for FT, and for the score
     normalisation of families without a known max return)."""
@@ -50,7 +54,7 @@ class ContinualConfig:
     """LoRA alpha (the update is scaled by alpha / rank)."""
     l2_coef: float = 1.0
     """Weight of ``sum (theta - theta_prev)^2 / 2`` in the ``l2`` strategy."""
-    ewc_coef: float = 1000.0
+    ewc_coef: float = 100_000.0
     """Weight of ``sum F (theta - theta_prev)^2 / 2`` in the ``ewc`` strategy."""
     ewc_value_fisher: bool = True
     """Also protect the value trunk in ``ewc`` (Fisher of a unit-variance Gaussian on V)."""

@@ -14,8 +14,9 @@ from skillbank.continual.config import ContinualConfig
 from skillbank.continual.paths import RunPaths
 from skillbank.continual.progress import ContinualProgress
 from skillbank.continual.rollouts import random_policy_return
-from skillbank.continual.runner import EVAL_SEED, Schedule, run_joint, run_reference, run_sequence
+from skillbank.continual.runner import run_joint, run_reference, run_sequence
 from skillbank.continual.strategies import Context, get_strategy
+from skillbank.continual.window import EVAL_SEED, Schedule
 from skillbank.library import atomic_write_json, read_json
 from skillbank.tasks import TaskSpec, get_suite
 
@@ -59,6 +60,8 @@ def prepare_folder(paths: RunPaths, config: ContinualConfig, resume: bool, overw
 
 
 def make_context(config: ContinualConfig, specs: list[TaskSpec], seed: int) -> Context:
+    """Shapes and PPO settings of the sequence: ``default_ppo(spec, "base")`` for full
+    networks, ``default_ppo(spec, "lora")`` for skills, ``steps_per_task`` steps each."""
     from skillbank.workflows import default_ppo, spaces_of
 
     shapes = {spaces_of(s)[:3] for s in specs}
@@ -80,6 +83,7 @@ def make_context(config: ContinualConfig, specs: list[TaskSpec], seed: int) -> C
 
 
 def make_schedule(ctx: Context) -> Schedule:
+    """Whole PPO updates per task and the evaluation interval in updates."""
     batch = ctx.full_ppo.envs_per_task * ctx.full_ppo.rollout_steps
     updates = max(1, ctx.config.steps_per_task // batch)
     every = max(1, -(-ctx.config.eval_every // batch))
@@ -124,23 +128,48 @@ def normalisation(specs: list[TaskSpec], references: dict[str, list[dict]], epis
     return {"clip": [0.0, 1.0], "tasks": tasks}
 
 
+def references(
+    ctx: Context, sched: Schedule, paths: RunPaths, progress: ContinualProgress
+) -> list[dict[str, Any]]:
+    """One single-task reference per position; a task visited twice reuses the run of
+    its first visit (the same task trained alone)."""
+    first: dict[TaskSpec, int] = {}
+    out = []
+    for i, spec in enumerate(ctx.specs):
+        if spec in first:
+            out.append({**out[first[spec]], "task": i})
+            progress.skip("reference", sched.steps)
+            continue
+        first[spec] = i
+        out.append(run_reference(ctx, sched, i, paths, progress))
+    return out
+
+
 def run_continual(
     config: ContinualConfig,
     out: Path,
     resume: bool = False,
     overwrite: bool = False,
     quiet: bool = False,
+    report: bool = True,
 ) -> dict[str, Any]:
-    """Run everything ``config`` asks for; returns the results (also in OUT/results.json)."""
+    """Run everything ``config`` asks for; returns the results (also in OUT/results.json;
+    ``report``: also write OUT/report.html)."""
     classes = {name: get_strategy(name) for name in config.strategies}
     specs = select_tasks(config)
+    unbounded = [s.name for s in specs if s.info.max_return is None]
+    if unbounded and not config.references:
+        raise ValueError(
+            f"tasks {unbounded} have no known max return: their scores are normalised by the "
+            "single-task references, which references=False (--no-references) turns off"
+        )
     paths = RunPaths(out)
     prepare_folder(paths, config, resume, overwrite)
     ctx0 = make_context(config, specs, config.first_seed)
     sched = make_schedule(ctx0)
     seeds = config.seed_list
     per_run = {n: sched.steps * len(specs) for n in classes}
-    totals = {"reference": sched.steps * len(specs) * len(seeds) * config.references}
+    totals = {"reference": sched.steps * len(specs) * len(seeds)} if config.references else {}
     totals.update({n: steps * len(seeds) for n, steps in per_run.items()})
     results: dict[str, Any] = {
         "format": FORMAT,
@@ -160,9 +189,7 @@ def run_continual(
     with ContinualProgress(totals, quiet) as progress:
         for seed in seeds if config.references else []:
             ctx = replace(ctx0, seed=seed)
-            results["reference"][str(seed)] = [
-                run_reference(ctx, sched, i, paths, progress) for i in range(len(specs))
-            ]
+            results["reference"][str(seed)] = references(ctx, sched, paths, progress)
         results["normalisation"] = normalisation(specs, results["reference"], config.eval_episodes)
         for name, cls in classes.items():
             for seed in seeds:
@@ -171,9 +198,10 @@ def run_continual(
                 results["runs"][name][str(seed)] = run(strategy, sched, paths, progress, resume)
                 save_results(paths, results)
     save_results(paths, results)
-    from skillbank.continual.report import write_report
+    if report:
+        from skillbank.continual.report import write_report
 
-    write_report(results, paths.report)
+        write_report(results, paths.report)
     return results
 
 

@@ -8,7 +8,13 @@ from typing import Any
 
 import numpy as np
 
-from skillbank.continual.summary import METRICS_HEADER, metrics_rows, normaliser, scores, summarise
+from skillbank.continual.summary import (
+    METRICS_HEADER,
+    metrics_rows,
+    normaliser,
+    summarise,
+    task_curve,
+)
 from skillbank.report import html_table, img, png_data_uri, write_html
 
 ANCHOR = [
@@ -85,14 +91,10 @@ def curves(results: dict[str, Any]) -> str:
     fig, axes = plt.subplots(len(runs), 1, figsize=(9, 2.4 * len(runs)), squeeze=False)
     for ax, (name, by_seed) in zip(axes[:, 0], runs):
         for i in range(n):
-            per_seed = [
-                scores([e["mean"] for e in r["evals"]], low, high)[:, i] for r in by_seed.values()
-            ]
-            x = [e["step"] for e in next(iter(by_seed.values()))["evals"]]
-            length = min(len(p) for p in per_seed)
-            ax.plot(
-                x[:length], np.mean([p[:length] for p in per_seed], axis=0), label=names[i], lw=1.2
-            )
+            per_seed = [task_curve(r, i, low, high) for r in by_seed.values()]
+            length = min(len(p) for _, p in per_seed)
+            mean = np.mean([p[:length] for _, p in per_seed], axis=0)
+            ax.plot(per_seed[0][0][:length], mean, label=names[i], lw=1.2)
         if results["strategy_info"][name]["sequential"]:
             for j in range(1, n):
                 ax.axvline(j * steps, color="grey", ls=":", lw=0.8)
@@ -108,9 +110,11 @@ def curves(results: dict[str, Any]) -> str:
 def per_task_table(summary: dict[str, Any], names: list[str]) -> str:
     header = ["strategy", "metric", *_short(names)]
     rows = []
+    if summary["reference_auc"] is not None:
+        rows.append(["reference", "AUC", *[f"{v:.2f}" for v in summary["reference_auc"]]])
     for name, e in summary["strategies"].items():
         seeds = list(e["per_seed"].values())
-        for key in ("final", "F_per_task", "FT_per_task"):
+        for key in ("final", "F_per_task", "AUC_per_task", "FT_per_task"):
             if all(key in m for m in seeds):
                 vals = np.mean([m[key] for m in seeds], axis=0)
                 rows.append([name, key.replace("_per_task", ""), *[f"{v:.2f}" for v in vals]])
@@ -130,15 +134,28 @@ def setup_text(results: dict[str, Any]) -> str:
         f"{results['steps_per_task']} env steps per task, seeds {cfg['first_seed']}.."
         f"{cfg['first_seed'] + cfg['seeds'] - 1}; every task evaluated every "
         f"{results['eval_every_steps']} steps with {cfg['eval_episodes']} greedy episodes "
-        f"(fixed seeds).<br>Scores p_i in [0, 1]: {norm}; clipped to [0, 1].<br>"
+        f"(fixed seeds); keep_best={cfg.get('keep_best', False)}.<br>{ppo_text(results)}<br>"
+        f"Scores p_i in [0, 1]: {norm}; clipped to [0, 1].<br>"
         "P = mean_i p_i(T); F = mean over all tasks of p_i(end of i) - p_i(T); "
         "FT = mean_i (AUC_i - AUC_ref_i) / (1 - AUC_ref_i), AUC over task i's window, "
         "reference = task i alone from scratch (full network, same steps), averaged over "
-        "seeds. Intervals: 90% bootstrap over seeds. Memory: bytes of what the strategy "
+        "seeds; FT is unbounded below when AUC_ref is near 1 (a reference that learns "
+        "fast), so AUC - AUC_ref (mean over tasks, in [-1, 1]) is shown next to it. "
+        "Intervals: 90% bootstrap over seeds. Memory: bytes of what the strategy "
         "keeps (network(s), anchors, Fisher, buffer, adapters, observation statistics). "
         "Wall time: training plus the strategy's own work, without the periodic "
         "evaluations.</p>"
     )
+
+
+def ppo_text(results: dict[str, Any]) -> str:
+    """The resolved PPO settings that differ between full networks and LoRA skills, plus
+    the shared ones."""
+    full, lora = results["ppo"]["full"], results["ppo"]["lora"]
+    differ = ", ".join(f"{k} {full[k]} / {lora[k]}" for k in full if full[k] != lora.get(k))
+    keys = ("envs_per_task", "rollout_steps", "update_epochs", "num_minibatches", "ent_coef")
+    same = ", ".join(f"{k} {full[k]}" for k in keys if full.get(k) == lora.get(k))
+    return html.escape(f"PPO full networks / LoRA skills: {differ}; both: {same}.")
 
 
 def notes(results: dict[str, Any]) -> str:

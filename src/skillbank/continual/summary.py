@@ -28,14 +28,24 @@ def scores(raw: Any, low: np.ndarray, high: np.ndarray) -> np.ndarray:
     return np.clip((r - low) / (high - low), 0.0, 1.0)
 
 
-def task_curve(run: dict[str, Any], task: int, low: np.ndarray, high: np.ndarray) -> tuple:
-    """(global steps, p_task) over the whole run."""
-    steps = np.array([e["step"] for e in run["evals"]], dtype=np.float64)
-    vals = scores([e["mean"] for e in run["evals"]], low, high)[:, task]
+def task_curve(
+    run: dict[str, Any], task: int, low: np.ndarray, high: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(global steps, p_task) over the whole run, one point per (phase, step): where a
+    window ends with the kept weights re-evaluated, that later evaluation is used (so every
+    seed of a run has the same points)."""
+    last: dict[tuple[int, int], dict] = {}
+    for e in run["evals"]:
+        last[(e["phase"], e["step"])] = e
+    evals = list(last.values())
+    steps = np.array([e["step"] for e in evals], dtype=np.float64)
+    vals = scores([e["mean"] for e in evals], low, high)[:, task]
     return steps, vals
 
 
-def window_auc(run: dict[str, Any], task: int, steps_per_task: int, low, high) -> float:
+def window_auc(
+    run: dict[str, Any], task: int, steps_per_task: int, low: np.ndarray, high: np.ndarray
+) -> float:
     """AUC of task ``task`` over its own training window (evaluations of that phase)."""
     ev = [e for e in run["evals"] if e["phase"] == task]
     s = np.array([e["step"] for e in ev], dtype=np.float64)
@@ -57,13 +67,18 @@ def reference_aucs(results: dict[str, Any], low: np.ndarray, high: np.ndarray) -
 
 
 def seed_metrics(
-    run: dict[str, Any], sequential: bool, ref_auc: np.ndarray | None, n: int, low, high
-) -> dict:
+    run: dict[str, Any],
+    sequential: bool,
+    ref_auc: np.ndarray | None,
+    n: int,
+    low: np.ndarray,
+    high: np.ndarray,
+) -> dict[str, Any]:
     """P, F, FT and the normalised R of one seed's run (F/FT only for sequences)."""
     r = scores(run["R_raw"], low, high)
     out: dict[str, Any] = {"P": metrics.average_performance(r[-1]), "final": r[-1].tolist()}
     if not sequential:
-        return {**out, "F": float("nan"), "FT": float("nan")}
+        return {**out, "F": float("nan"), "FT": float("nan"), "dAUC": float("nan")}
     out["R"] = r.tolist()
     out["F_per_task"] = metrics.forgetting_per_task(r).tolist()
     out["F"] = metrics.forgetting(r)
@@ -72,8 +87,9 @@ def seed_metrics(
         out["AUC_per_task"] = aucs
         out["FT_per_task"] = metrics.forward_transfer_per_task(aucs, ref_auc).tolist()
         out["FT"] = metrics.forward_transfer(aucs, ref_auc)
+        out["dAUC"] = float(np.mean(np.asarray(aucs) - ref_auc))
     else:
-        out["FT"] = float("nan")
+        out["FT"] = out["dAUC"] = float("nan")
     return out
 
 
@@ -90,7 +106,7 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         sequential = results["strategy_info"][name]["sequential"]
         per_seed = {s: seed_metrics(run, sequential, ref, n, low, high) for s, run in runs.items()}
         entry: dict[str, Any] = {"per_seed": per_seed, "seeds": len(runs)}
-        for key in ("P", "F", "FT"):
+        for key in ("P", "F", "FT", "dAUC"):
             entry[key] = interval([m[key] for m in per_seed.values()])
         entry["memory_bytes"] = interval([sum(r["memory_bytes"].values()) for r in runs.values()])
         entry["wall_time_s"] = interval([r["wall_time_s"] for r in runs.values()])
@@ -108,7 +124,8 @@ def interval(values: list[float]) -> dict[str, Any]:
 
 
 def metrics_rows(summary: dict[str, Any]) -> list[list[str]]:
-    """Table rows: strategy, P, F, FT (mean [lo, hi]), memory (KiB), wall time (s)."""
+    """Table rows: strategy, P, F, FT, AUC - AUC_ref (mean [lo, hi]), memory (KiB), wall
+    time (s), seeds."""
     rows = []
     for name, e in summary["strategies"].items():
         rows.append(
@@ -117,6 +134,7 @@ def metrics_rows(summary: dict[str, Any]) -> list[list[str]]:
                 fmt_interval(e["P"]),
                 fmt_interval(e["F"]),
                 fmt_interval(e["FT"]),
+                fmt_interval(e["dAUC"]),
                 f"{e['memory_bytes']['mean'] / 1024:.0f}",
                 f"{e['wall_time_s']['mean']:.0f}",
                 str(e["seeds"]),
@@ -125,7 +143,16 @@ def metrics_rows(summary: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-METRICS_HEADER = ["strategy", "P", "F", "FT", "memory (KiB)", "wall time (s)", "seeds"]
+METRICS_HEADER = [
+    "strategy",
+    "P",
+    "F",
+    "FT",
+    "AUC - AUC_ref",
+    "memory (KiB)",
+    "wall time (s)",
+    "seeds",
+]
 
 
 def fmt_interval(d: dict[str, Any]) -> str:

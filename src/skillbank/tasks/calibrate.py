@@ -29,7 +29,7 @@ CANDIDATES = [
     "cartpole/weak-force",
     "cartpole:pole_length=3",
     "cartpole:cart_mass=3,force_mag=2",
-    "cartpole/reversed-long-pole",
+    "cartpole/reversed-heavy-pole",
 ]
 
 

@@ -9,7 +9,8 @@ from skillbank.continual.strategies.base import STRATEGIES, Context, Strategy, T
 def get_strategy(name: str) -> type[Strategy]:
     """The strategy class called ``name``; ValueError listing the valid names otherwise."""
     if name not in STRATEGIES:
-        raise ValueError(f"unknown strategy {name!r}; valid strategies: {', '.join(STRATEGIES)}")
+        valid = ", ".join(sorted(STRATEGIES))
+        raise ValueError(f"unknown strategy {name!r}; valid strategies: {valid}")
     return STRATEGIES[name]
 
 
