@@ -183,6 +183,66 @@ class BestKeeper:
             norms[0] = self.best[1]
 
 
+class BestPerTask:
+    """``should_stop`` hook for a bank of K tasks: every ``every`` updates, evaluate every
+    task greedily (one batched run) and keep, per task, the weights and statistics of its
+    best evaluation (the latest among equals); ``restore`` puts them back at the end. The
+    same rule for LoRA slots and full copies, so comparisons between them stay fair."""
+
+    def __init__(
+        self,
+        bank: LoraBank | FullBank,
+        specs: Sequence[TaskSpec],
+        kind: str,
+        every: int,
+        episodes: int,
+        seed: int,
+    ) -> None:
+        self.bank, self.specs, self.kind = bank, list(specs), kind
+        self.every, self.episodes, self.seed = every, episodes, seed
+        self.best = [-float("inf")] * len(self.specs)
+        self.saved: list[tuple[object, ObsNorm] | None] = [None] * len(self.specs)
+
+    def _snapshot(self, k: int) -> object:
+        if isinstance(self.bank, LoraBank):
+            return self.bank.model.slot_state(int(self.bank.slot_table[k]))
+        return {n: v.detach().clone() for n, v in self.bank.models[k].state_dict().items()}
+
+    def __call__(self, row: dict, norms: list[ObsNorm]) -> bool:
+        if row["update"] % self.every:
+            return False
+        from skillbank.train import evaluate_bank
+
+        scores = evaluate_bank(
+            self.bank, self.specs, norms, self.kind, self.episodes, self.seed
+        ).mean(1)
+        for k, score in enumerate(scores.tolist()):
+            if score >= self.best[k]:
+                self.best[k] = score
+                self.saved[k] = (self._snapshot(k), norms[k].copy())
+        return False
+
+    def restore(self, norms: list[ObsNorm]) -> None:
+        for k, saved in enumerate(self.saved):
+            if saved is None:
+                continue
+            state, norm = saved
+            if isinstance(self.bank, LoraBank):
+                self.bank.model.load_slot_state(int(self.bank.slot_table[k]), state)  # type: ignore[arg-type]
+            else:
+                self.bank.models[k].load_state_dict(state)  # type: ignore[arg-type]
+            norms[k] = norm
+
+
+def _keeper(
+    bank: LoraBank | FullBank, specs: Sequence[TaskSpec], kind: str, cfg: PPOConfig, seed: int
+) -> BestPerTask:
+    """Ten evaluations per run (20 episodes for discrete tasks, 5 otherwise)."""
+    updates = max(1, cfg.total_steps // (cfg.envs_per_task * cfg.rollout_steps))
+    episodes = 20 if kind == "discrete" else 5
+    return BestPerTask(bank, specs, kind, max(1, updates // 10), episodes, seed)
+
+
 def train_base(
     spec: TaskSpec,
     out: Path,
@@ -279,6 +339,7 @@ def train_lora_skills(
     kind = lib.base_config["kwargs"]["action_kind"]
     run_dir = lib.path / "runs" / f"skills-{time.strftime('%Y%m%d-%H%M%S')}"
     title = f"LoRA x{len(specs)}"
+    keeper = _keeper(bank, specs, kind, cfg, seed)
     with RunLogger(run_dir, cfg.total_steps, names, title, quiet=quiet) as log:
         result = train_ppo(
             bank,
@@ -288,7 +349,9 @@ def train_lora_skills(
             seed=seed,
             init_norms=[start_norm] * len(specs),
             on_update=log.log,
+            should_stop=keeper,
         )
+    keeper.restore(result.norms)
     summaries = {}
     for k, (name, spec) in enumerate(zip(names, specs)):
         meta = {
@@ -335,6 +398,7 @@ def train_full_copies(
     start_norm = lib.base_norm or ObsNorm.identity(lib.base_config["kwargs"]["obs_dim"])
     kind = lib.base_config["kwargs"]["action_kind"]
     names = [skill_name(s) for s in specs]
+    keeper = _keeper(bank, specs, kind, cfg, seed)
     with RunLogger(
         Path(out) / "run", cfg.total_steps, names, f"full x{len(specs)}", quiet=quiet
     ) as log:
@@ -346,7 +410,11 @@ def train_full_copies(
             seed=seed,
             init_norms=[start_norm] * len(specs),
             on_update=log.log,
+            should_stop=keeper,
         )
+    keeper.restore(result.norms)
+    for m in bank.models:
+        m.train()
     from safetensors.torch import save_file
 
     for k, name in enumerate(names):
