@@ -14,7 +14,7 @@ many skills run in one batched forward pass.
 
 verbs:
   demo           train a CartPole base, LoRA skills and full fine-tunes for the
-                 cartpole-physics suite, evaluate, write report.html (about 5 min)
+                 cartpole-physics suite, evaluate, write report.html (about 5-6 min)
   train-base     train a base policy on one task with PPO and create a library
   train-skills   train one LoRA skill per task of a suite, all concurrently
                  (--full-finetune: full copies instead, for comparison)
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
 
-    p = sub.add_parser("demo", help="the end-to-end CartPole demo (about 5 minutes on 2 cores)")
+    p = sub.add_parser("demo", help="the end-to-end CartPole demo (about 5-6 minutes on 2 cores)")
     p.add_argument("--out", type=Path, default=Path("skillbank-demo"), help="output folder")
     p.add_argument("--steps", type=int, help="steps per task for skills (default 120000)")
     p.add_argument("--base-steps", type=int, help="steps for the base (default 100000)")

@@ -81,7 +81,7 @@ def test_peft_adapter_warm_starts_a_run(tmp_path: Path, procs: Procs) -> None:
     cmd += [str(tmp_path / "peft"), str(run.root), "--obs-norm", str(tmp_path / "norm.json")]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    write_orch(out, "warm", task=TASK, max_steps=15, learning_rate=1e-3)
+    write_orch(out, "warm", task=TASK, max_steps=15, learning_rate=3e-4)
     orch = procs.start("orch", "orchestrator", "--run", str(run.root))
     wait_for(run.broadcast_stable(0).is_file, 60, "first broadcast", [trainer, orch])
     assert _same(peft_format.read_adapter(run.broadcast(0)).state, given)  # bit-exact
