@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -112,6 +113,17 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for: {what}")
         time.sleep(every)
+
+
+def remove_run(root: Path, timeout: float = 10.0) -> None:
+    """Delete a run folder while the trainer and its orchestrator may still write into it,
+    as a user's repeated ``rm -rf`` would: retry until it is gone."""
+    deadline = time.monotonic() + timeout
+    while root.exists():
+        shutil.rmtree(root, ignore_errors=True)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{root} still exists after {timeout}s of deletion")
+        time.sleep(0.01)
 
 
 class Procs:

@@ -3,11 +3,18 @@ variants; c waits; deleting a's folder gives its slot to c; b and c learn."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
-from svc_helpers import Procs, read_jsonl, status, wait_for, write_orch, write_trainer_toml
+from svc_helpers import (
+    Procs,
+    read_jsonl,
+    remove_run,
+    status,
+    wait_for,
+    write_orch,
+    write_trainer_toml,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +46,7 @@ def test_three_runs_two_slots(tmp_path: Path, procs: Procs) -> None:
     assert not runs["c"].broadcasts.exists() and not runs["c"].rollouts.exists()
     slot_a = status(out)["a"]["slot"]
 
-    shutil.rmtree(runs["a"].root)
+    remove_run(runs["a"].root)
     wait_for(lambda: training("c"), 60, "c takes a's slot", alive)
     assert status(out)["c"]["slot"] == slot_a and "a" not in status(out)
     wait_for(lambda: orch["a"].poll() is not None, 30, "a's orchestrator exits")

@@ -206,9 +206,20 @@ def run_continual(
 
 
 def save_results(paths: RunPaths, results: dict[str, Any]) -> None:
-    """Write results.json with the current summary (atomic)."""
+    """Write results.json with the current summary (atomic; undefined values as null)."""
     from skillbank.continual.summary import summarise
 
     if "normalisation" in results:
         results["summary"] = summarise(results)
-    atomic_write_json(paths.results, results)
+    atomic_write_json(paths.results, nan_to_none(results))
+
+
+def nan_to_none(obj: Any) -> Any:
+    """``obj`` with every float NaN replaced by None (strict JSON has no NaN)."""
+    if isinstance(obj, float) and obj != obj:
+        return None
+    if isinstance(obj, dict):
+        return {k: nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [nan_to_none(v) for v in obj]
+    return obj

@@ -156,6 +156,7 @@ METRICS_HEADER = [
 
 
 def fmt_interval(d: dict[str, Any]) -> str:
-    if d["mean"] != d["mean"]:
+    """``mean [lo, hi]`` with two decimals; "-" when undefined (NaN or null)."""
+    if d["mean"] is None or d["mean"] != d["mean"]:
         return "-"
     return f"{d['mean']:.2f} [{d['lo']:.2f}, {d['hi']:.2f}]"
