@@ -64,15 +64,26 @@ def update_dataclass(obj: T, table: dict[str, Any], where: str) -> T:
     return dataclasses.replace(obj, **vals)  # type: ignore[type-var]
 
 
-def load_ppo_toml(path: Path, base: T) -> T:
-    """Apply the ``[ppo]`` table of a TOML file to a PPOConfig."""
+def load_table(path: Path, name: str, base: T) -> T:
+    """``base`` (a dataclass) updated with the ``[name]`` table of a TOML file, the file's
+    only table; fields are type-checked and every error names the file and field."""
     data = read_toml(path)
-    unknown = set(data) - {"ppo"}
+    unknown = set(data) - {name}
     if unknown:
-        raise ConfigError(f"{path}: unknown table(s) {sorted(unknown)}; expected [ppo]")
-    table = data.get("ppo", {})
+        raise ConfigError(f"{path}: unknown table(s) {sorted(unknown)}; expected [{name}]")
+    table = data.get(name, {})
     if not isinstance(table, dict):
         raise ConfigError(
-            f"{path}: field 'ppo' must be a table ([ppo]), got {type(table).__name__}"
+            f"{path}: field {name!r} must be a table ([{name}]), got {type(table).__name__}"
         )
-    return update_dataclass(base, table, f"{path} [ppo]")
+    try:
+        return update_dataclass(base, table, f"{path} [{name}]")
+    except ValueError as e:  # a dataclass's own __post_init__ check
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"{path} [{name}]: {e}") from e
+
+
+def load_ppo_toml(path: Path, base: T) -> T:
+    """Apply the ``[ppo]`` table of a TOML file to a PPOConfig."""
+    return load_table(path, "ppo", base)

@@ -309,6 +309,37 @@ def train_base(
     return lib, result
 
 
+def _train_from_base(
+    lib: PolicyLibrary,
+    bank: LoraBank | FullBank,
+    specs: Sequence[TaskSpec],
+    cfg: PPOConfig,
+    seed: int,
+    run_dir: Path,
+    names: Sequence[str],
+    title: str,
+    quiet: bool,
+) -> TrainResult:
+    """Train ``bank`` (one member per task) with PPO from the base's observation
+    statistics, logging to ``run_dir``; each member ends with its best evaluated weights."""
+    start_norm = lib.base_norm or ObsNorm.identity(lib.base_config["kwargs"]["obs_dim"])
+    kind = lib.base_config["kwargs"]["action_kind"]
+    keeper = _keeper(bank, specs, kind, cfg, seed)
+    with RunLogger(run_dir, cfg.total_steps, list(names), title, quiet=quiet) as log:
+        result = train_ppo(
+            bank,
+            specs,
+            cfg,
+            kind,
+            seed=seed,
+            init_norms=[start_norm] * len(specs),
+            on_update=log.log,
+            should_stop=keeper,
+        )
+    keeper.restore(result.norms)
+    return result
+
+
 def train_lora_skills(
     lib: PolicyLibrary,
     specs: Sequence[TaskSpec],
@@ -335,23 +366,10 @@ def train_lora_skills(
     for k, r in enumerate(ranks):
         model.reset_slot(k, r, alpha_per_rank * r, generator=gen)
     bank = LoraBank(model, range(len(specs)))
-    start_norm = lib.base_norm or ObsNorm.identity(lib.base_config["kwargs"]["obs_dim"])
-    kind = lib.base_config["kwargs"]["action_kind"]
     run_dir = lib.path / "runs" / f"skills-{time.strftime('%Y%m%d-%H%M%S')}"
-    title = f"LoRA x{len(specs)}"
-    keeper = _keeper(bank, specs, kind, cfg, seed)
-    with RunLogger(run_dir, cfg.total_steps, names, title, quiet=quiet) as log:
-        result = train_ppo(
-            bank,
-            specs,
-            cfg,
-            kind,
-            seed=seed,
-            init_norms=[start_norm] * len(specs),
-            on_update=log.log,
-            should_stop=keeper,
-        )
-    keeper.restore(result.norms)
+    result = _train_from_base(
+        lib, bank, specs, cfg, seed, run_dir, names, f"LoRA x{len(specs)}", quiet
+    )
     summaries = {}
     for k, (name, spec) in enumerate(zip(names, specs)):
         meta = {
@@ -395,24 +413,9 @@ def train_full_copies(
     concurrently by the same PPO loop; each saved as a standalone policy under ``out``."""
     check_compatible(lib, specs)
     bank = full_copies(lib.base_model(), len(specs))
-    start_norm = lib.base_norm or ObsNorm.identity(lib.base_config["kwargs"]["obs_dim"])
-    kind = lib.base_config["kwargs"]["action_kind"]
     names = [skill_name(s) for s in specs]
-    keeper = _keeper(bank, specs, kind, cfg, seed)
-    with RunLogger(
-        Path(out) / "run", cfg.total_steps, names, f"full x{len(specs)}", quiet=quiet
-    ) as log:
-        result = train_ppo(
-            bank,
-            specs,
-            cfg,
-            kind,
-            seed=seed,
-            init_norms=[start_norm] * len(specs),
-            on_update=log.log,
-            should_stop=keeper,
-        )
-    keeper.restore(result.norms)
+    title = f"full x{len(specs)}"
+    result = _train_from_base(lib, bank, specs, cfg, seed, Path(out) / "run", names, title, quiet)
     for m in bank.models:
         m.train()
     from safetensors.torch import save_file

@@ -133,18 +133,6 @@ class ContinualConfig:
 
 def load_toml(path: Path, base: ContinualConfig) -> ContinualConfig:
     """``base`` updated with the ``[continual]`` table of a TOML file (fields type-checked)."""
-    from skillbank.config import ConfigError, read_toml, update_dataclass
+    from skillbank.config import load_table
 
-    data = read_toml(path)
-    unknown = set(data) - {"continual"}
-    if unknown:
-        raise ConfigError(f"{path}: unknown table(s) {sorted(unknown)}; expected [continual]")
-    table = data.get("continual", {})
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: 'continual' must be a table ([continual])")
-    try:
-        return update_dataclass(base, table, f"{path} [continual]")
-    except ValueError as e:
-        if isinstance(e, ConfigError):
-            raise
-        raise ConfigError(f"{path} [continual]: {e}") from e
+    return load_table(path, "continual", base)
