@@ -29,8 +29,13 @@ multi-run service (docs/service.md):
   trainer          multi-run trainer: watches an outputs folder, one adapter slot per run
   orchestrator     collects rollouts for one run of an outputs folder
   convert-adapter  write a PEFT adapter as a run's step-0 checkpoint (warm start)
+  consolidate      merge a multi-rank (--nproc N) checkpoint's rank files into one
   runs             table of the runs of an outputs folder (--watch: live)
   library add      add a run's newest stable adapter to a library as a skill
+
+language models (docs/lm.md):
+  lm               tiny causal-LM base, text domains, LoRA skills by SFT and GRPO
+                   (lm pretrain | new-library | sft | rl | eval); runs of kind "lm" in the service
 """
 
 
@@ -106,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_continual_parsers(sub)
     add_service_parsers(sub)
+    from skillbank.lm.cli import add_parsers as add_lm_parsers
+
+    add_lm_parsers(sub)
+    from skillbank.interference.cli import add_parsers as add_interference_parsers
+
+    add_interference_parsers(sub)
     return parser
 
 

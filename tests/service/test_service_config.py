@@ -105,7 +105,7 @@ def test_run_config_defaults_and_specs(tmp_path: Path, info) -> None:
         ('task = "pendulum"\n', "field 'task'"),
         ('suite = "nope"\n', "field 'suite'"),
         ("rank = 4\n", "field 'task'"),
-        ('task = "cartpole"\nkind = "lm"\n', "field 'kind'"),
+        ('task = "cartpole"\nkind = "nope"\n', "field 'kind'"),
         ('task = "cartpole"\nlearning_rate = -1.0\n', "field 'learning_rate'"),
         ('task = "cartpole"\n[ppo]\nx = 1\n', "field 'ppo'"),
     ],

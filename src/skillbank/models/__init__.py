@@ -10,7 +10,14 @@ from skillbank.models.actor_critic import ActorCritic, ActorCriticConfig
 
 BASE_KINDS: dict[str, Callable[[dict], nn.Module]] = {
     "actor_critic": lambda kw: ActorCritic(ActorCriticConfig(**kw)),
+    "causal_lm": lambda kw: _causal_lm(kw),
 }
+
+
+def _causal_lm(kw: dict) -> nn.Module:
+    from skillbank.lm.model import build_causal_lm  # transformers: imported only when used
+
+    return build_causal_lm(kw)
 
 
 def build_base(kind: str, kwargs: dict) -> nn.Module:

@@ -72,6 +72,10 @@ def resolve_base(cfg: TrainerConfig, out: OutPaths, where: Path) -> tuple[nn.Mod
         base_dir = Path(cfg.library).absolute() / "base"
         if not (Path(cfg.library) / "library.json").is_file():
             raise ConfigError(f"{where}: field 'library': {cfg.library} is not a library folder")
+    elif cfg.lm_base is not None:
+        from skillbank.service.lm_base import lm_base_dir
+
+        base_dir = lm_base_dir(cfg.lm_base, out, where).absolute()
     else:
         base_dir = _fresh_base(cfg, out, where).absolute()
     try:

@@ -8,7 +8,14 @@ with ``torch.load(weights_only=True)``. Its keys (the *internal key space*):
 - ``optim.<module path>.{A,B}.{exp_avg,exp_avg_sq}`` (same shapes) and ``optim.step``:
   the run's Adam state (absent in a converted checkpoint: a fresh optimiser);
 - ``obs_norm.{mean,var,count}``: the run's observation statistics (optional);
-- ``run.step``: the step of the checkpoint.
+- ``run.step``: the step of the checkpoint;
+- ``dist.rank``, ``dist.world_size`` (only in a checkpoint of a trainer with several ranks).
+
+A trainer with W > 1 ranks writes one *shard* per rank (``shard_tensors``): each adapter
+matrix and Adam moment in exactly one file (round robin over the sorted keys), the rest
+(``run.step``, ``optim.step``, alphas, ``obs_norm.*``) in every file, so the ranks share
+the writing and reading. Such a checkpoint resumes on W ranks; ``skillbank consolidate``
+merges it into one ``rank_0.pt`` (no ``dist.*`` keys), which any world size resumes from.
 
 ``weight/`` holds the same adapter in PEFT's format, with its own ``STABLE``; the
 checkpoint's ``STABLE`` comes last. A broadcast is the adapter in PEFT's format plus
@@ -47,6 +54,68 @@ class CheckpointError(ValueError):
     def __init__(self, path: Path, problem: str, key: str | None = None) -> None:
         where = str(path) if key is None else f"{path}: key {key!r}"
         super().__init__(f"{where}: {problem}")
+
+
+class WorldSizeError(CheckpointError):
+    """A sharded checkpoint written by another number of trainer ranks (no fallback to an
+    older checkpoint: those are sharded the same way)."""
+
+
+DIST_RANK = "dist.rank"
+DIST_WORLD = "dist.world_size"
+
+
+def is_sharded_key(key: str) -> bool:
+    """Adapter matrices and Adam moments are split over the ranks' files; everything else
+    (steps, alphas, observation statistics) is in every file."""
+    return (key.startswith("lora.") and key.endswith((".A", ".B"))) or (
+        key.startswith("optim.") and key.endswith((".exp_avg", ".exp_avg_sq"))
+    )
+
+
+def shard_tensors(tensors: dict[str, Tensor], rank: int, world: int) -> dict[str, Tensor]:
+    """Rank ``rank``'s share of a checkpoint's tensors (all of them when ``world`` is 1)."""
+    if world == 1:
+        return dict(tensors)
+    large = [k for k in sorted(tensors) if is_sharded_key(k)]
+    mine = set(large[rank::world])
+    out = {k: t for k, t in tensors.items() if k in mine or k not in large}
+    out[DIST_RANK] = torch.tensor(rank, dtype=torch.int64)
+    out[DIST_WORLD] = torch.tensor(world, dtype=torch.int64)
+    return out
+
+
+def shard_world_size(tensors: dict[str, Tensor], source: Path) -> int:
+    """World size a rank file was written by (1: a whole checkpoint)."""
+    if DIST_WORLD not in tensors:
+        return 1
+    world = tensors[DIST_WORLD]
+    if world.numel() != 1 or int(world) < 1:
+        raise CheckpointError(
+            source, f"must be a positive scalar, got {world.tolist()}", DIST_WORLD
+        )
+    return int(world)
+
+
+def merge_shards(shards: Sequence[dict[str, Tensor]], sources: Sequence[Path]) -> dict[str, Tensor]:
+    """The whole checkpoint from its rank files (in rank order); checks that they belong
+    together (same world size and step, rank k in file k, equal shared tensors)."""
+    world = len(shards)
+    merged: dict[str, Tensor] = {}
+    for k, (shard, source) in enumerate(zip(shards, sources)):
+        if shard_world_size(shard, source) != world:
+            raise CheckpointError(
+                source, f"written by {int(shard[DIST_WORLD])} ranks, expected {world}", DIST_WORLD
+            )
+        if world > 1 and int(shard.get(DIST_RANK, torch.tensor(-1))) != k:
+            raise CheckpointError(source, f"is not the file of rank {k}", DIST_RANK)
+        for key, t in shard.items():
+            if key in (DIST_RANK, DIST_WORLD):
+                continue
+            if key in merged and not torch.equal(merged[key], t):
+                raise CheckpointError(source, f"differs from {sources[0]}", key)
+            merged[key] = t
+    return merged
 
 
 # ------------------------------------------------------------------- key space
@@ -160,18 +229,21 @@ def load_rank_file(path: Path) -> dict[str, Tensor]:
 def write_checkpoint(
     run: RunPaths,
     step: int,
-    rank_tensors: dict[str, Tensor],
+    rank_tensors: dict[str, Tensor] | None,
     state: LoraState,
     staging_root: Path,
     base_name: str,
     delay_s: float = 0.0,
+    stage: Path | None = None,
 ) -> None:
     """Publish ``checkpoints/step_<step>``: rank file and ``weight/`` (with its STABLE) are
     staged, the folder renamed into place, then ``STABLE``. ``delay_s`` (tests) sleeps
-    between the files."""
-    stage = staging_dir(staging_root)
+    between the files. With several ranks, every rank has written its rank file into the
+    staged folder ``stage`` already (``rank_tensors`` None), so STABLE comes after all."""
+    stage = staging_dir(staging_root) if stage is None else stage
     try:
-        save_rank_file(stage / rank_file_name(0), rank_tensors)
+        if rank_tensors is not None:
+            save_rank_file(stage / rank_file_name(0), rank_tensors)
         time.sleep(delay_s)
         write_peft(stage / "weight", state, base_name)
         mark_stable(stage / "weight")

@@ -17,6 +17,7 @@ VERBS_HELP = """\
   trainer          the multi-run trainer: watches an outputs folder, one adapter slot per run
   orchestrator     collects rollouts for one run of an outputs folder (one process per run)
   convert-adapter  write a PEFT LoRA adapter as a run's step-0 checkpoint (warm start)
+  consolidate      merge a multi-rank checkpoint's rank files (resume on another world size)
   runs             table of the runs of an outputs folder (--watch: live)
   library add      add a run's newest stable adapter to a library as a skill
 """
@@ -41,6 +42,7 @@ OUT/run_<name>/control/orch.toml (flat fields):
   rollout_steps = 128
   learning_rate = 0.002
   rank = 8                      # alpha = 2 * rank unless given
+  env_workers = 0               # >0: step the environments in that many processes
 """
 
 
@@ -50,24 +52,62 @@ def _threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
+def torchrun_command(args: argparse.Namespace) -> list[str]:
+    """``skillbank trainer --nproc N ...`` -> the torchrun command it becomes (one machine)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    cmd += [f"--nproc-per-node={args.nproc}", "-m", "skillbank.service.trainer"]
+    cmd += ["--config", str(args.config)]
+    cmd += [] if args.out is None else ["--out", str(args.out)]
+    return cmd + ([] if args.threads is None else ["--threads", str(args.threads)])
+
+
 def cmd_trainer(args: argparse.Namespace) -> None:
+    import os
     import signal
 
     from skillbank.service.config import load_trainer_config
+
+    if args.nproc < 1:
+        raise ValueError(f"--nproc must be >= 1, got {args.nproc}")
+    cfg = load_trainer_config(args.config, None if args.out is None else str(args.out))
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:  # a thin launcher: become torchrun
+        cmd = torchrun_command(args)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(cmd[0], cmd)
+    from skillbank.service.dist import init_from_env, shutdown
+    from skillbank.service.replicas import follow
     from skillbank.service.trainer import Trainer
 
-    cfg = load_trainer_config(args.config, None if args.out is None else str(args.out))
     if args.threads is not None:
         cfg.threads = args.threads
     _threads(cfg.threads)
     stop = {"now": False}
 
     def on_signal(signum: int, frame: object) -> None:
-        stop["now"] = True
+        stop["now"] = True  # rank 0 stops, then tells the other ranks
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    Trainer(cfg, args.config).serve(lambda: stop["now"])
+    dist = init_from_env()
+    try:
+        trainer = Trainer(cfg, args.config, dist)
+        if dist is None or dist.is_driver:
+            trainer.serve(lambda: stop["now"])
+        else:
+            follow(trainer)
+    finally:
+        shutdown()
+
+
+def cmd_consolidate(args: argparse.Namespace) -> None:
+    from skillbank.service.consolidate import consolidate
+
+    world, step = consolidate(args.checkpoint)
+    if world == 1:
+        print(f"{args.checkpoint}: already one rank file (trainer/rank_0.pt); nothing to merge")
+    else:
+        print(f"{args.checkpoint}: merged {world} rank files into trainer/rank_0.pt (step {step})")
 
 
 def cmd_orchestrator(args: argparse.Namespace) -> None:
@@ -160,7 +200,26 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, required=True, help="trainer.toml")
     p.add_argument("--out", type=Path, help="outputs folder (overrides output_dir)")
     p.add_argument("--threads", type=int, help="torch threads (default: the config's, 1)")
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        help="data-parallel trainer ranks on this machine (default 1): runs torchrun "
+        "--standalone --nproc-per-node N -m skillbank.service.trainer with these arguments "
+        "(several machines: run torchrun yourself, docs/scale.md)",
+    )
     p.set_defaults(handler=_guard(cmd_trainer))
+
+    p = subparsers.add_parser(
+        "consolidate",
+        help="merge a multi-rank checkpoint's rank files (resume on another world size)",
+        description="A trainer on N ranks writes one rank file per rank "
+        "(CHECKPOINT/trainer/rank_<k>.pt) and resumes only on N ranks. This merges them "
+        "into CHECKPOINT/trainer/rank_0.pt (atomic replace; STABLE and weight/ untouched), "
+        "which a trainer of any world size resumes from.",
+    )
+    p.add_argument("checkpoint", type=Path, help="OUT/run_<name>/checkpoints/step_<N>")
+    p.set_defaults(handler=_guard(cmd_consolidate))
 
     p = subparsers.add_parser(
         "orchestrator",

@@ -41,6 +41,9 @@ class TrainerConfig:
     """Library folder whose base every run shares (give this or ``base_task``)."""
     base_task: str | None = None
     """Or: a fresh actor-critic base (random init) sized for this task, saved to OUT/base."""
+    lm_base: str | None = None
+    """Or: a causal-LM base folder (transformers ``save_pretrained`` layout + tokenizer.json;
+    "tiny-lm" = the one packaged with skillbank), copied to OUT/base; for runs of kind "lm"."""
     base_hidden: list[int] = field(default_factory=lambda: [64, 64])
     """Hidden widths of the fresh base (``base_task`` only)."""
     base_seed: int = 0
@@ -107,10 +110,10 @@ def _need(ok: bool, path: Path, name: str, problem: str) -> None:
 def check_trainer_config(cfg: TrainerConfig, path: Path) -> None:
     _need(bool(cfg.output_dir), path, "output_dir", "missing (or pass --out)")
     _need(
-        (cfg.library is None) != (cfg.base_task is None),
+        [cfg.library, cfg.base_task, cfg.lm_base].count(None) == 2,
         path,
         "library",
-        "give exactly one of 'library' and 'base_task'",
+        "give exactly one of 'library', 'base_task' and 'lm_base'",
     )
     hidden_ok = bool(cfg.base_hidden) and all(isinstance(h, int) and h > 0 for h in cfg.base_hidden)
     _need(hidden_ok, path, "base_hidden", f"must be a list of positive ints, got {cfg.base_hidden}")
@@ -166,6 +169,9 @@ class PPORunConfig:
     """Scale rewards by the running std of the discounted return."""
     seed: int = 0
     """Seed of the environments, the fresh adapter and the action sampling."""
+    env_workers: int = 0
+    """Step the environments in this many worker processes (0: in the orchestrator's own
+    process; at most envs_per_task are used). See docs/scale.md."""
 
 
 @dataclass
@@ -217,6 +223,7 @@ def check_ppo_run(cfg: PPORunConfig, path: Path, info: TrainerInfo) -> list:
     _need(cfg.alpha is None or (cfg.alpha > 0 and _finite(cfg.alpha)), path, "alpha", "must be > 0")
     _need(cfg.envs_per_task >= 1, path, "envs_per_task", "must be >= 1")
     _need(cfg.rollout_steps >= 1, path, "rollout_steps", "must be >= 1")
+    _need(cfg.env_workers >= 0, path, "env_workers", f"must be >= 0, got {cfg.env_workers}")
     _need(cfg.max_steps >= 1, path, "max_steps", "must be >= 1")
     lr_ok = cfg.learning_rate > 0 and _finite(cfg.learning_rate)
     _need(lr_ok, path, "learning_rate", f"must be > 0, got {cfg.learning_rate}")

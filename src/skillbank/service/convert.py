@@ -42,6 +42,20 @@ def info_from_library(library: Path, capacity: int) -> TrainerInfo:
     )
 
 
+def check_base_record(skill_json: Path, info: TrainerInfo) -> None:
+    """An adapter's ``skill.json`` may record the base it was made for (field ``base``, e.g.
+    an LM's vocab_size and hidden_size): each recorded value must match the trainer's base."""
+    recorded = read_json(skill_json).get("base") if skill_json.is_file() else None
+    if not isinstance(recorded, dict):
+        return
+    for key, value in recorded.items():
+        if key in info.base_kwargs and info.base_kwargs[key] != value:
+            raise ConfigError(
+                f"{skill_json}: field 'base.{key}' is {value!r}, the trainer's base has "
+                f"{info.base_kwargs[key]!r}: the adapter was made for a different base"
+            )
+
+
 def _read_norm(path: Path, obs_dim: int, field: str | None) -> dict[str, Any]:
     data = read_json(path)
     if field is not None:
@@ -83,6 +97,7 @@ def convert_adapter(
             "first (it writes the file), or pass --library LIB"
         )
     adapter = peft_format.read_adapter(adapter_dir)
+    check_base_record(adapter_dir / "skill.json", info)
     if adapter.modules_to_save:
         raise peft_format.AdapterFormatError(
             adapter_dir / peft_format.ADAPTER_CONFIG,

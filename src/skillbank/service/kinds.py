@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from skillbank.service.config import PPORunConfig, TrainerInfo, check_ppo_run
+from skillbank.service.lm_config import LMRunConfig, check_lm_run
 
 
 @dataclass(frozen=True)
@@ -54,5 +55,13 @@ register(
         config_cls=PPORunConfig,
         check=check_ppo_run,
         entry="skillbank.service.orchestrator:run_ppo",
+    )
+)
+register(
+    OrchestratorKind(
+        name="lm",
+        config_cls=LMRunConfig,
+        check=check_lm_run,
+        entry="skillbank.service.lm_orchestrator:run_lm",
     )
 )

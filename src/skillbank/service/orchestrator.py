@@ -25,12 +25,12 @@ from skillbank import peft_format
 from skillbank.algos.ppo import PPOConfig
 from skillbank.normalize import ObsNorm
 from skillbank.rollout.collect import RewardScaler, RolloutState, collect, update_norms
+from skillbank.rollout.workers import make_env
 from skillbank.service.base import load_base, slot_model
 from skillbank.service.config import PPORunConfig, TrainerInfo
 from skillbank.service.files import append_jsonl, read_json_object
 from skillbank.service.paths import RunPaths, steps
 from skillbank.service.rollout_io import write_rollout
-from skillbank.tasks import make_vec_env
 
 POLL_S = 0.005
 
@@ -141,7 +141,7 @@ def run_ppo(
         gae_lambda=cfg.gae_lambda,
         normalize_reward=cfg.normalize_reward,
     )
-    env = make_vec_env(specs, cfg.envs_per_task, cfg.seed)
+    env = make_env(specs, cfg.envs_per_task, cfg.seed, cfg.env_workers)  # workers: processes
     policy = BroadcastPolicy(model)
     recent: deque[float] = deque(maxlen=10)  # returns of the run's last episodes
     last_return: float | None = None
@@ -158,7 +158,8 @@ def run_ppo(
             update_norms(state.norms, obs, env.task_ids)
         torch.manual_seed(cfg.seed * 100_003 + n)
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + n)
-        print(f"[orchestrator] {run.name}: starting at step {n}", file=sys.stderr, flush=True)
+        msg = f"[orchestrator] {run.name}: starting at step {n}, {env!r}"
+        print(msg, file=sys.stderr, flush=True)
         while n < cfg.max_steps:
             newest = wait_for_broadcast(run, max(0, n - k))
             if newest != policy.step and not policy.load(run, newest):

@@ -18,7 +18,7 @@
     OUT/run_<name>/logs/{trainer.jsonl, orchestrator.jsonl}
 
 No function here touches the disk except the listing helpers (``steps``, ``stable_steps``,
-``run_candidates``) and ``escapes``, which only read.
+``run_candidates``, ``rank_files``) and ``escapes``, which only read.
 """
 
 from __future__ import annotations
@@ -209,6 +209,18 @@ def rank_file_name(rank: int) -> str:
     return f"trainer/rank_{rank}.pt"
 
 
+_RANK_RE = re.compile(r"rank_(0|[1-9][0-9]{0,5})\.pt")
+
+
+def rank_files(run: RunPaths, step: int) -> list[int]:
+    """Ascending ranks k of the ``trainer/rank_<k>.pt`` files of checkpoint ``step``."""
+    try:
+        names = os.listdir(run.rank_file(step).parent)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(int(m.group(1)) for m in map(_RANK_RE.fullmatch, names) if m)
+
+
 @dataclass(frozen=True)
 class OutPaths:
     """The outputs folder and the trainer's files in it."""
@@ -257,7 +269,8 @@ def run_from_dir(run_dir: str | os.PathLike[str]) -> RunPaths:
     folder = path.name
     if not folder.startswith(RUN_PREFIX):
         raise PathError(f"{path}: a run folder must be named '{RUN_PREFIX}<name>'")
-    run = RunPaths(path.parent.absolute(), check_run_name(folder[len(RUN_PREFIX) :]))
+    out = Path(os.path.abspath(path.parent))  # absolute, without ".."
+    run = RunPaths(out, check_run_name(folder[len(RUN_PREFIX) :]))
     why = run.escapes()
     if why is not None:
         raise PathError(f"{path}: run folder escapes the outputs folder ({why})")

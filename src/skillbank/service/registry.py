@@ -17,14 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from skillbank.config import ConfigError
-from skillbank.service.checkpoint import CheckpointError, load_rank_file
+from skillbank.service.checkpoint import CheckpointError, WorldSizeError
 from skillbank.service.config import load_run_config
 from skillbank.service.files import remove_dir, write_text_atomic
 from skillbank.service.paths import RUN_PREFIX, PathError, RunPaths, check_run_name, steps
-from skillbank.service.slots import load_slot
 
 ESCAPE_CHECK_S = 1.0
 """How often a known run folder is checked again for symlinks leading outside OUT."""
@@ -175,8 +172,7 @@ class Registry:
             try:
                 self.live[name] = self._admit(name, parked, slot)
             except Exception as e:  # a run that cannot start must not stop the others
-                self.t.model.zero_slot(slot)
-                self.t.opt.reset_slot(slot)
+                self.t.ops.clear(slot)
                 self.free.insert(0, slot)
                 why = str(e) if isinstance(e, (CheckpointError, OSError)) else repr(e)
                 self._reject(name, parked.paths, parked.fingerprint, why)
@@ -191,9 +187,10 @@ class Registry:
         first_error: CheckpointError | None = None
         run = None
         for step in ckpts:
-            source = paths.rank_file(step)
             try:
-                obs_norm, had_opt = load_slot(t.model, t.opt, slot, load_rank_file(source), source)
+                obs_norm, had_opt = t.ops.load(slot, paths, step)
+            except WorldSizeError:
+                raise  # every checkpoint of the run is sharded alike: no fallback
             except CheckpointError as e:
                 first_error = first_error or e
                 t.log("checkpoint_unusable", name=name, message=str(e))
@@ -207,9 +204,7 @@ class Registry:
             if first_error is not None:
                 raise first_error
             alpha = cfg.alpha if cfg.alpha is not None else 2.0 * cfg.rank
-            gen = torch.Generator().manual_seed(cfg.seed)
-            t.model.reset_slot(slot, cfg.rank, alpha, generator=gen)
-            t.opt.reset_slot(slot)
+            t.ops.fresh(slot, cfg.rank, alpha, cfg.seed)
             run = LiveRun(name, paths, cfg, slot, 0, obs_norm=t.info.base_obs_norm)
             t.log("started", run, message=f"slot {slot}, fresh rank-{cfg.rank} adapter")
         for step in steps(paths.broadcasts):  # versions of a lost timeline (after a crash)
@@ -224,8 +219,7 @@ class Registry:
     def release(self, run: LiveRun, why: str, checkpoint: bool) -> None:
         if checkpoint and run.paths.root.is_dir():
             self.t.checkpoint(run)
-        self.t.model.zero_slot(run.slot)
-        self.t.opt.reset_slot(run.slot)
+        self.t.ops.clear(run.slot)
         self.free = sorted([*self.free, run.slot])
         del self.live[run.name]
         self.t.log("released", run if run.paths.root.is_dir() else None, name=run.name, message=why)

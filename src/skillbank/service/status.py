@@ -171,6 +171,8 @@ def add_run_to_library(
         task: Any = parse_task(str(orch["task"])).to_dict()
     elif orch.get("suite") is not None:
         task = {"suite": orch["suite"], "tasks": [s.to_dict() for s in get_suite(orch["suite"])]}
+    elif orch.get("domain") is not None:  # a run of kind "lm"
+        task = {"domain": orch["domain"]}
     else:
         raise ConfigError(f"{run.orch_toml}: field 'task': missing")
     info = read_trainer_info(OutPaths(run.out).trainer_json)
@@ -191,7 +193,7 @@ def add_run_to_library(
         "task": task,
         "obs_norm": norm_from_tensors(tensors),
         "train": {
-            "algo": "ppo",
+            "algo": "grpo" if orch.get("kind") == "lm" else "ppo",
             "service_run": str(run.root),
             "steps": step,
             "learning_rate": orch.get("learning_rate"),

@@ -22,8 +22,9 @@ import torch
 
 from skillbank.algos.ppo import PPOConfig
 from skillbank.service.base import base_name, resolve_base, slot_model
-from skillbank.service.checkpoint import prune, write_broadcast, write_checkpoint
+from skillbank.service.checkpoint import prune, write_broadcast
 from skillbank.service.config import TrainerConfig, write_trainer_info
+from skillbank.service.dist import Dist
 from skillbank.service.files import (
     IOThread,
     append_jsonl,
@@ -33,10 +34,10 @@ from skillbank.service.files import (
 )
 from skillbank.service.paths import OutPaths, steps
 from skillbank.service.registry import LiveRun, Registry
+from skillbank.service.replicas import SlotOps, share_base
 from skillbank.service.rollout_io import RolloutError, read_rollout
 from skillbank.service.slot_adam import SlotAdam
-from skillbank.service.slots import rank_tensors
-from skillbank.service.update import RunBatch, batched_update
+from skillbank.service.update import UPDATE_KINDS, RunBatch
 
 
 class TrainerLockedError(RuntimeError):
@@ -46,14 +47,21 @@ class TrainerLockedError(RuntimeError):
 class Trainer:
     """Serves every run of one outputs folder (see the module docstring)."""
 
-    def __init__(self, cfg: TrainerConfig, config_path: Path) -> None:
+    def __init__(self, cfg: TrainerConfig, config_path: Path, dist: Dist | None = None) -> None:
         self.cfg = cfg
-        self.out = OutPaths(Path(cfg.output_dir).absolute())
-        self.out.root.mkdir(parents=True, exist_ok=True)
-        self._lock = self._take_lock()
-        clean_staging(self.out.staging)
+        self.dist = dist
+        """None with one process; else this rank (rank 0 drives, the others ``follow``)."""
+        # absolute and without "..": the paths it announces must work on other machines
+        self.out = OutPaths(Path(os.path.abspath(cfg.output_dir)))
         torch.set_num_threads(cfg.threads)
-        base, self.info = resolve_base(cfg, self.out, config_path)
+
+        def own_base() -> tuple[Any, Any]:
+            self.out.root.mkdir(parents=True, exist_ok=True)
+            self._lock = self._take_lock()
+            clean_staging(self.out.staging)
+            return resolve_base(cfg, self.out, config_path)
+
+        base, self.info = own_base() if dist is None else share_base(dist, own_base)
         self.model = slot_model(base, self.info, cfg.max_concurrent_runs)
         self.opt = SlotAdam(
             self.model.slot_parameters(),
@@ -63,15 +71,20 @@ class Trainer:
         self.ppo = PPOConfig(**cfg.ppo)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         kw = self.info.base_kwargs
-        self.obs_dim, self.action_kind = int(kw["obs_dim"]), str(kw["action_kind"])
-        self.action_dim = int(kw["action_dim"])
+        self.obs_dim, self.action_kind = int(kw.get("obs_dim", 0)), str(kw.get("action_kind"))
+        self.action_dim = int(kw.get("action_dim", 0))  # 0: not a control base (e.g. an LM)
         self.base_name = base_name(self.info)
+        self.ops = SlotOps(self, dist)
+        if dist is not None and not dist.is_driver:
+            return  # a follower: no files, no registry (see replicas.follow)
         self.registry = Registry(self)
         self.io = IOThread()
         self._status_due = True
         self._status_time = 0.0
         write_trainer_info(self.out.trainer_json, self.info)
-        self.log("started", message=f"base {self.info.base_dir}, {cfg.max_concurrent_runs} slots")
+        ranks = "" if dist is None else f", {dist.world_size} ranks"
+        slots = f"{cfg.max_concurrent_runs} slots{ranks}"
+        self.log("started", message=f"base {self.info.base_dir}, {slots}")
 
     def _take_lock(self) -> IO[str]:
         handle = open(self.out.lock, "a+")  # noqa: SIM115  # held for the trainer's life
@@ -109,9 +122,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def serve(self, should_stop: Callable[[], bool]) -> None:
-        while not should_stop():
-            if not self.tick():
-                time.sleep(self.cfg.poll_interval_s)
+        try:
+            while not should_stop():
+                if not self.tick():
+                    self.ops.heartbeat()
+                    time.sleep(self.cfg.poll_interval_s)
+        finally:
+            self.ops.stop()
         self.close()
 
     def tick(self) -> bool:
@@ -144,8 +161,13 @@ class Trainer:
         batches: list[tuple[LiveRun, Any]] = []
         for run in ready:
             try:
-                ro = read_rollout(
-                    run.paths, run.step, self.obs_dim, self.action_kind, self.action_dim
+                other = UPDATE_KINDS.get(run.cfg.kind)  # a non-PPO kind reads its own files
+                ro = (
+                    other.load("read")(run.paths, run.step, run.cfg, self.info)
+                    if other is not None
+                    else read_rollout(
+                        run.paths, run.step, self.obs_dim, self.action_kind, self.action_dim
+                    )
                 )
             except RolloutError as e:
                 run.rejected += 1
@@ -159,8 +181,8 @@ class Trainer:
             batches.append((run, ro))
         if not batches:
             return
-        parts = [RunBatch(r.slot, self._lr(r), ro.tensors) for r, ro in batches]
-        result = batched_update(self.model, self.opt, parts, self.ppo, self.action_kind, self.gen)
+        parts = [RunBatch(r.slot, self._lr(r), ro.tensors, r.cfg.kind) for r, ro in batches]
+        result = self.ops.update(parts)
         stats = {**result.stats, "runs_in_update": float(len(batches))}
         for run, ro in batches:
             run.obs_norm = ro.obs_norm if ro.obs_norm is not None else run.obs_norm
@@ -221,17 +243,8 @@ class Trainer:
         """Write ``checkpoints/step_<run.step>``; prune old checkpoints and consumed rollouts."""
         if run.last_ckpt == run.step:
             return
-        tensors = rank_tensors(self.model, self.opt, run.slot, run.step, run.obs_norm)
         try:
-            write_checkpoint(
-                run.paths,
-                run.step,
-                tensors,
-                self.model.slot_state(run.slot),
-                self.out.staging,
-                self.base_name,
-                self.cfg.debug_checkpoint_delay_s,
-            )
+            self.ops.checkpoint(run.paths, run.slot, run.step, run.obs_norm)
         except OSError as e:
             if run.paths.root.is_dir():
                 self.log("write_failed", run, message=f"checkpoint {run.step}: {e}")
@@ -261,8 +274,15 @@ class Trainer:
             return  # on change (at most 5/s), else a heartbeat every 2 s
         status: dict[str, Any] = {"pid": os.getpid(), "updated": now}
         status.update(slots=self.cfg.max_concurrent_runs, runs=self.registry.status())
+        status["world_size"] = 1 if self.dist is None else self.dist.world_size
         try:
             write_json_atomic(self.out.status_json, status)
         except OSError:
             return
         self._status_due, self._status_time = False, now
+
+
+if __name__ == "__main__":  # torchrun --nproc-per-node N -m skillbank.service.trainer --config ...
+    from skillbank.service.cli import main
+
+    sys.exit(main(["trainer", *sys.argv[1:]]))

@@ -14,14 +14,17 @@ the others.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import importlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from skillbank.algos.ppo import PPOConfig, clip_grad_norm_per_slot, ppo_update
 from skillbank.lora import MultiLoraModel
+from skillbank.service.dist import Dist
 from skillbank.service.slot_adam import SlotAdam
 from skillbank.train import LoraBank
 
@@ -33,6 +36,32 @@ class RunBatch:
     slot: int
     lr: float
     tensors: dict[str, Tensor]
+    kind: str = "ppo"
+    """The run's kind (orch.toml ``kind``): "ppo", or a key of ``UPDATE_KINDS``."""
+
+
+@dataclass(frozen=True)
+class UpdateKind:
+    """How the trainer reads and trains the rollouts of a non-PPO run kind."""
+
+    read: str
+    """``"module:function"``: (RunPaths, step, run config, TrainerInfo) -> Rollout, or raise
+    RolloutError naming the file and the key."""
+    update: str
+    """``"module:function"``: (model, opt, runs, dist) -> UpdateResult."""
+
+    def load(self, part: str) -> Callable[..., Any]:
+        module, _, func = getattr(self, part).partition(":")
+        return getattr(importlib.import_module(module), func)
+
+
+UPDATE_KINDS: dict[str, UpdateKind] = {
+    "lm": UpdateKind(
+        read="skillbank.service.lm_update:read_lm_rollout",
+        update="skillbank.service.lm_update:lm_update",
+    ),
+}
+"""Run kinds whose loss is not PPO's (batched_update hands their runs to ``update``)."""
 
 
 @dataclass
@@ -67,8 +96,13 @@ def batched_update(
     cfg: PPOConfig,
     action_kind: str,
     generator: torch.Generator,
+    dist: Dist | None = None,
 ) -> UpdateResult:
-    """Update every run of ``runs`` (distinct slots) in one PPO update."""
+    """Update every run of ``runs`` (distinct slots) in one PPO update. With ``dist`` (a
+    trainer on several ranks, see ``service.dist``) each rank computes its share of every
+    minibatch's rows and the slot gradients are summed over the ranks before clipping."""
+    if runs and runs[0].kind in UPDATE_KINDS:
+        return UPDATE_KINDS[runs[0].kind].load("update")(model, opt, runs, dist)
     runs = sorted(runs, key=lambda r: r.slot)
     slots = [r.slot for r in runs]
     snap = SlotSnapshot(model, opt, slots)
@@ -81,15 +115,18 @@ def batched_update(
     for r in runs:
         opt.lr[r.slot] = r.lr
     bank = LoraBank(model, slots)
+    forward = bank if dist is None else dist.split_forward(bank)
     params = opt.params
 
     def clip(max_norm: float) -> None:
+        if dist is not None:
+            dist.all_reduce_grads(params, slots)
         opt.skip_nonfinite()
         clip_grad_norm_per_slot(params, max_norm)
 
     try:
         stats = ppo_update(
-            bank,
+            forward,
             opt,  # type: ignore[arg-type]  # duck-typed: zero_grad() and step()
             clip,
             batch,
@@ -106,7 +143,7 @@ def batched_update(
             return UpdateResult(skipped={slots[0]: f"update failed: {type(e).__name__}: {e}"})
         result = UpdateResult()
         for r in runs:
-            one = batched_update(model, opt, [r], cfg, action_kind, generator)
+            one = batched_update(model, opt, [r], cfg, action_kind, generator, dist)
             result.skipped.update(one.skipped)
             result.stats = one.stats or result.stats
         return result

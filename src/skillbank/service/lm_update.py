@@ -1,0 +1,187 @@
+"""LM runs in the trainer: their rollout files and their batched GRPO update.
+
+``rollouts/step_<N>/rollout.safetensors`` of a run of kind "lm" holds, over B sampled
+completions (P prompts x G samples, right-padded to T tokens): ``tokens [B, T]`` int64
+(bos + prompt + completion), ``mask [B, T]`` bool (generated tokens), ``logp [B, T]``
+float32 (the sampling policy's log-prob of each generated token), ``advantages [B]`` and
+``rewards [B]`` float32. ``meta.json``: ``policy_step``, ``recent_return`` (mean reward of
+the run's last rollouts), ``reward`` (this rollout's mean). Written staged + renamed.
+
+The update is ``skillbank.lm.grpo.grpo_step`` (the in-process loss and step) over the
+rows of every ready run at once, each row through its run's slot; a run whose update
+fails or turns non-finite is restored and skipped, the others keep theirs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import safetensors.torch
+import torch
+from safetensors import SafetensorError
+from torch import Tensor
+
+from skillbank.lm.grpo import GRPOConfig, grpo_step, merge_batches
+from skillbank.lora import MultiLoraModel
+from skillbank.service.config import TrainerInfo
+from skillbank.service.files import ensure_subdir, read_json_object, write_json_atomic
+from skillbank.service.lm_config import LMRunConfig
+from skillbank.service.paths import ROLLOUT_META, ROLLOUT_TENSORS, RunPaths
+from skillbank.service.rollout_io import Rollout, RolloutError
+from skillbank.service.slot_adam import SlotAdam
+from skillbank.service.update import RunBatch, SlotSnapshot, UpdateResult
+
+LM_KEYS = ("tokens", "mask", "logp", "advantages", "rewards")
+MAX_ROWS = 100_000
+SERVICE_GRPO = GRPOConfig(update_epochs=2, max_grad_norm=1.0)
+"""Trainer-wide GRPO settings; clip_eps and kl_coef come from each run's orch.toml."""
+
+
+def write_lm_rollout(
+    run: RunPaths, step: int, batch: dict[str, Tensor], meta: dict[str, Any]
+) -> None:
+    """Publish ``rollouts/step_<step>`` (staged folder, then rename)."""
+    ensure_subdir(run.rollouts)
+    stage = run.rollout_staging(step, uuid.uuid4().hex[:8])
+    stage.mkdir()
+    try:
+        tensors = {k: batch[k].detach().contiguous() for k in LM_KEYS}
+        safetensors.torch.save_file(tensors, str(stage / ROLLOUT_TENSORS))
+        write_json_atomic(stage / ROLLOUT_META, meta)
+        final = run.rollout(step)
+        if final.exists():
+            raise FileExistsError(f"{final} exists already")
+        os.replace(stage, final)
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def check_lm_tensors(path: Any, t: dict[str, Tensor], vocab: int, max_len: int) -> int:
+    """Raise RolloutError (file + key) unless ``t`` is a well-formed LM rollout; returns B."""
+    extra = sorted(set(t) - set(LM_KEYS))
+    if extra:
+        raise RolloutError(path, f"unexpected key(s) {extra}; expected {list(LM_KEYS)}")
+    for key in LM_KEYS:
+        if key not in t:
+            raise RolloutError(path, "missing", key)
+    tok = t["tokens"]
+    if tok.dtype != torch.int64 or tok.dim() != 2:
+        raise RolloutError(path, f"{tok.dtype} {tuple(tok.shape)}, expected int64 [B, T]", "tokens")
+    b, w = tok.shape
+    if not 1 <= b <= MAX_ROWS or not 2 <= w <= max_len:
+        raise RolloutError(
+            path, f"shape {(b, w)}: need 1..{MAX_ROWS} rows, 2..{max_len} tokens", "tokens"
+        )
+    if bool(((tok < 0) | (tok >= vocab)).any()):
+        raise RolloutError(path, f"token ids outside [0, {vocab})", "tokens")
+    mask = t["mask"]
+    if mask.dtype != torch.bool or tuple(mask.shape) != (b, w):
+        raise RolloutError(
+            path, f"{mask.dtype} {tuple(mask.shape)}, expected bool [{b}, {w}]", "mask"
+        )
+    if bool(mask[:, 0].any()):
+        raise RolloutError(path, "position 0 (bos) cannot be a generated token", "mask")
+    for key, shape in (("logp", (b, w)), ("advantages", (b,)), ("rewards", (b,))):
+        x = t[key]
+        if x.dtype != torch.float32 or tuple(x.shape) != shape:
+            raise RolloutError(
+                path, f"{x.dtype} {tuple(x.shape)}, expected float32 {list(shape)}", key
+            )
+        if not bool(torch.isfinite(x).all()):
+            raise RolloutError(path, "holds NaN or infinite values", key)
+    if bool((t["logp"] > 1e-4).any()):
+        raise RolloutError(path, "log-probabilities must be <= 0", "logp")
+    return b
+
+
+def read_lm_rollout(run: RunPaths, step: int, cfg: LMRunConfig, info: TrainerInfo) -> Rollout:
+    """Read and check an LM rollout; adds per-row ``clip_eps`` and ``kl_coef`` from ``cfg``."""
+    t_path, m_path = run.rollout_tensors(step), run.rollout_meta(step)
+    try:
+        tensors = safetensors.torch.load_file(str(t_path))
+    except FileNotFoundError as e:
+        raise RolloutError(t_path, "file not found") from e
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise RolloutError(t_path, f"corrupt or truncated safetensors file ({e})") from e
+    kw = info.base_kwargs
+    rows = check_lm_tensors(
+        t_path, tensors, int(kw["vocab_size"]), int(kw["max_position_embeddings"])
+    )
+    try:
+        meta = read_json_object(m_path)
+    except FileNotFoundError as e:
+        raise RolloutError(m_path, "file not found") from e
+    except ValueError as e:
+        raise RolloutError(m_path, str(e).split(": ", 1)[-1]) from e
+    ps = meta.get("policy_step")
+    if not isinstance(ps, int) or isinstance(ps, bool) or not 0 <= ps <= step:
+        raise RolloutError(m_path, f"must be an int in [0, {step}], got {ps!r}", "policy_step")
+    recent = meta.get("recent_return")
+    if recent is not None and not isinstance(recent, (int, float)):
+        raise RolloutError(m_path, f"must be a number or null, got {recent!r}", "recent_return")
+    tensors["clip_eps"] = torch.full((rows,), float(cfg.clip_eps))
+    tensors["kl_coef"] = torch.full((rows,), float(cfg.kl_coef))
+    return Rollout(step, tensors, ps, [], recent, None)
+
+
+def _finite(opt: SlotAdam, k: int) -> bool:
+    return all(bool(torch.isfinite(p[k]).all()) for p in opt.params)
+
+
+def rank_share(batch: dict[str, Tensor], rank: int, world: int) -> dict[str, Tensor]:
+    """Rank ``rank``'s contiguous share of the rows of ``batch``, each row keeping its
+    token weight in the whole batch, so the ranks' loss sums add up to the full loss. A
+    rank left without rows gets row 0 at weight 0 (it still joins the all_reduce)."""
+    from skillbank.lm.grpo import slot_token_weights
+
+    weight = slot_token_weights(batch["slot"], batch["mask"].bool())  # [B]
+    rows = torch.tensor_split(torch.arange(weight.shape[0]), world)[rank]
+    if rows.numel() == 0:
+        rows, weight = torch.zeros(1, dtype=torch.long), torch.zeros_like(weight)
+    share = {k: v[rows] if v.dim() > 0 else v for k, v in batch.items()}
+    share["weight"] = weight[rows]
+    return share
+
+
+def lm_update(
+    model: MultiLoraModel, opt: SlotAdam, runs: Sequence[RunBatch], dist: Any = None
+) -> UpdateResult:
+    """One GRPO step over every run of ``runs`` (distinct slots), failure-isolated."""
+    runs = sorted(runs, key=lambda r: r.slot)
+    slots = [r.slot for r in runs]
+    snap = SlotSnapshot(model, opt, slots)
+    opt.set_active(slots)
+    for r in runs:
+        opt.lr[r.slot] = r.lr
+    batch = merge_batches([r.tensors for r in runs], slots)
+    step_batch, reduce = batch, None
+    if dist is not None:  # this rank's share of the rows; gradients summed over the ranks
+        step_batch = rank_share(batch, dist.rank, dist.world_size)
+        reduce = lambda: dist.all_reduce_grads(opt.params, slots)  # noqa: E731
+    try:
+        stats = grpo_step(model, opt, step_batch, SERVICE_GRPO, reduce)
+    except Exception as e:  # restore, then isolate the run that fails
+        for k in slots:
+            snap.restore(k)
+        opt.set_active([])
+        if len(runs) == 1:
+            return UpdateResult(skipped={slots[0]: f"update failed: {type(e).__name__}: {e}"})
+        result = UpdateResult()
+        for r in runs:
+            one = lm_update(model, opt, [r], dist)
+            result.skipped.update(one.skipped)
+            result.stats = one.stats or result.stats
+        return result
+    stats["reward"] = float(batch["rewards"].mean())
+    result = UpdateResult(stats=stats)
+    for k in slots:
+        if bool(opt.skipped[k]) or not _finite(opt, k):
+            snap.restore(k)
+            result.skipped[k] = "non-finite loss or gradient: update skipped"
+    opt.set_active([])
+    return result

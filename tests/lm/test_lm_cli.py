@@ -1,0 +1,40 @@
+"""``skillbank lm``: new-library, sft, rl (from the SFT adapter), eval; bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from skillbank.cli import main
+
+
+def test_lm_cli_flow(tiny_base_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    lib, ad = tmp_path / "lib", tmp_path / "sft"
+    assert main(["lm", "new-library", str(lib), "--base", str(tiny_base_dir)]) == 0
+    common = ["--domain", "reverse", "--steps", "2", "--eval-n", "8", "--quiet"]
+    assert main(["lm", "sft", *common, "--library", str(lib), "--out", str(ad)]) == 0
+    meta = json.loads((ad / "skill.json").read_text())
+    assert meta["method"] == "sft" and 0 <= meta["scores"]["reverse"] <= 1
+    assert meta["base"]["hidden_size"] == 32
+    rl = ["lm", "rl", *common, "--library", str(lib), "--skill", "rev_rl", "--init", str(ad)]
+    assert main([*rl, "--prompts", "2", "--group", "2"]) == 0
+    capsys.readouterr()
+    assert main(["lm", "eval", str(lib), "--domains", "reverse,add", "--n", "8", "--json"]) == 0
+    table = json.loads(capsys.readouterr().out)
+    assert set(table) == {"reverse", "add"}
+    assert set(table["reverse"]) == {"(base)", "reverse", "rev_rl"}
+    assert all(0 <= v <= 1 for row in table.values() for v in row.values())
+
+
+def test_lm_cli_bad_input(
+    tiny_base_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    args = ["lm", "sft", "--domain", "revers", "--out", str(tmp_path / "a"), "--quiet"]
+    assert main([*args, "--base", str(tiny_base_dir)]) == 2
+    assert "unknown domain 'revers'; known domains" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+    lib = tmp_path / "lib"
+    assert main(["lm", "new-library", str(lib), "--base", str(tmp_path / "nope")]) == 2
+    assert "nope/config.json: not a model folder" in capsys.readouterr().err
