@@ -15,6 +15,7 @@ per row) is one forward call.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -51,6 +52,17 @@ def atomic_write_json(path: Path, data: Any) -> None:
         json.dump(data, f, indent=2)
         f.write("\n")
     os.replace(tmp, path)
+
+
+def nan_to_none(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by None: strict JSON has no NaN."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [nan_to_none(v) for v in obj]
+    return obj
 
 
 def read_json(path: Path) -> dict:

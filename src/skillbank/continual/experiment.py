@@ -17,7 +17,7 @@ from skillbank.continual.rollouts import random_policy_return
 from skillbank.continual.runner import run_joint, run_reference, run_sequence
 from skillbank.continual.strategies import Context, get_strategy
 from skillbank.continual.window import EVAL_SEED, Schedule
-from skillbank.library import atomic_write_json, read_json
+from skillbank.library import atomic_write_json, nan_to_none, read_json
 from skillbank.tasks import TaskSpec, get_suite
 
 FORMAT = "skillbank-continual/1"
@@ -212,14 +212,3 @@ def save_results(paths: RunPaths, results: dict[str, Any]) -> None:
     if "normalisation" in results:
         results["summary"] = summarise(results)
     atomic_write_json(paths.results, nan_to_none(results))
-
-
-def nan_to_none(obj: Any) -> Any:
-    """``obj`` with every float NaN replaced by None (strict JSON has no NaN)."""
-    if isinstance(obj, float) and obj != obj:
-        return None
-    if isinstance(obj, dict):
-        return {k: nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [nan_to_none(v) for v in obj]
-    return obj

@@ -20,9 +20,9 @@ coordinates by a damage score to theta_A, swept over p, next to random rollbacks
 Writes OUT/results.json, OUT/report.html and OUT/theta/*.safetensors.
 
 text domains (LM, GRPO on a tiny causal LM):
-  skillbank interference --domains reverse,sort,add,count --mode shared-adapter --out int-text
+  skillbank interference --domains reverse,sort,caesar,add --mode shared-adapter --out int-text
 control suite (PPO on an actor-critic):
-  skillbank interference --suite cartpole-physics --tasks 0,1,5,2 --mode full --out int-cartpole
+  skillbank interference --suite cartpole-physics --tasks 0,1,5,3 --mode full --out int-cartpole
 rebuild the report:
   skillbank interference-report int-cartpole
 """
@@ -66,7 +66,7 @@ def add_parsers(
     )
     what = p.add_argument_group("what to train (text domains or a control suite)")
     what.add_argument(
-        "--domains", type=_names, help="text domains in order, e.g. reverse,sort,add,count"
+        "--domains", type=_names, help="text domains in order, e.g. reverse,sort,caesar,add"
     )
     what.add_argument(
         "--suite", help="control suite (see 'skillbank suites'), e.g. cartpole-physics"
@@ -77,8 +77,8 @@ def add_parsers(
     what.add_argument(
         "--mode",
         choices=["shared-adapter", "full"],
-        default="full",
-        help="shared-adapter: one LoRA adapter for every domain; full: every weight (default)",
+        help="shared-adapter: one LoRA adapter for every domain; full: every weight "
+        "(default: shared-adapter for text, full for control)",
     )
     what.add_argument("--out", type=Path, required=True, help="output folder")
     tr = p.add_argument_group("training")
@@ -230,12 +230,28 @@ SETTINGS: dict[str, tuple[Callable[[argparse.Namespace], Any], int]] = {
 """kind -> (build the Setting from the flags, default steps per domain)."""
 
 
+def domain_names(args: argparse.Namespace) -> list[str]:
+    """The domains' names in training order, from the flags alone."""
+    if args.domains:
+        return list(args.domains)
+    from skillbank.tasks import get_suite
+
+    suite = list(get_suite(args.suite))
+    return [suite[i].name for i in (args.tasks or range(len(suite))) if 0 <= i < len(suite)]
+
+
 def cmd_interference(args: argparse.Namespace) -> None:
     if (args.suite is None) == (args.domains is None):
         raise ValueError("give either --domains (text) or --suite (control), not both")
     kind = "control" if args.suite else "text"
+    if args.mode is None:
+        args.mode = "full" if kind == "control" else "shared-adapter"
     if (args.out / "results.json").exists() and not args.overwrite:
         raise ValueError(f"{args.out / 'results.json'} exists: give --overwrite or another --out")
+    if args.repair_domain is not None:  # checked before any training
+        names = domain_names(args)
+        if args.repair_domain not in names[:-1]:
+            raise ValueError(f"--repair-domain {args.repair_domain!r} is not one of {names[:-1]}")
     import torch
 
     torch.set_num_threads(args.threads)
@@ -282,7 +298,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
     print(f"report written to {rebuild(args.dir)}")
     if args.markdown:
+        from skillbank.interference.report import load_results
         from skillbank.interference.summary import markdown
-        from skillbank.library import read_json
 
-        print(markdown(read_json(args.dir / "results.json")))
+        print(markdown(load_results(args.dir)))

@@ -376,8 +376,9 @@ def write_report(res: dict[str, Any], path: Path) -> None:
     write_html(Path(path), f"skillbank interference: {' -> '.join(res['domains'])}", sections)
 
 
-def rebuild(folder: Path) -> Path:
-    """``skillbank interference-report DIR``: report.html from DIR/results.json."""
+def load_results(folder: Path) -> dict[str, Any]:
+    """DIR/results.json of ``skillbank interference`` (format checked; nulls in the
+    per-pair measures back to NaN)."""
     from skillbank.library import read_json
 
     paths = RunPaths(folder)
@@ -386,5 +387,23 @@ def rebuild(folder: Path) -> Path:
         raise ValueError(
             f"{paths.results}: not a skillbank interference results file (field 'format')"
         )
-    write_report(res, paths.report)
+    res["pairs"] = [none_to_nan(p) for p in res["pairs"]]  # undefined cosines were nulls
+    return res
+
+
+def rebuild(folder: Path) -> Path:
+    """``skillbank interference-report DIR``: report.html from DIR/results.json."""
+    paths = RunPaths(folder)
+    write_report(load_results(folder), paths.report)
     return paths.report
+
+
+def none_to_nan(obj: Any) -> Any:
+    """The per-pair measures as measured: JSON null (an undefined value) back to NaN."""
+    if obj is None:
+        return float("nan")
+    if isinstance(obj, dict):
+        return {k: none_to_nan(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [none_to_nan(v) for v in obj]
+    return obj

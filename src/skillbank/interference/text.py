@@ -10,7 +10,6 @@ up_proj and column j of down_proj (in shared-adapter mode, of the merged weights
 
 from __future__ import annotations
 
-import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,22 +190,12 @@ class TextDomain:
 
 
 def full_weights_grpo(m: TextModel, domain: Any, cfg: Any) -> list[dict[str, float]]:
-    """GRPO on the full weights: ``skillbank.lm``'s ``collect`` and ``grpo_step`` with the
-    base (slot -1) and ``FullWeightsAdam`` (``train_grpo`` only trains LoRA slots; see
-    /work/notes/lm_requests.md)."""
-    from skillbank.lm.grpo import collect, grpo_step, merge_batches
+    """GRPO on the full weights: ``skillbank.lm.train_grpo`` with the base (slot -1) and
+    ``FullWeightsAdam`` as its optimiser."""
+    from skillbank.lm import train_grpo
 
     opt = FullWeightsAdam(list(m.params.values()), cfg.learning_rate, cfg.max_grad_norm)
-    rng = random.Random(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    history = []
-    for _ in range(cfg.steps):
-        exs = [domain.sample(rng) for _ in range(cfg.prompts_per_step)]
-        batch, rewards = collect(m.lm, domain, exs, -1, cfg, gen)
-        stats = grpo_step(m.lm.mm, opt, merge_batches([batch], [-1]), cfg)  # type: ignore[arg-type]
-        stats["reward"] = float(rewards.mean())
-        history.append(stats)
-    return history
+    return train_grpo(m.lm, -1, [domain], cfg, optimizer=opt)
 
 
 @torch.no_grad()
