@@ -82,9 +82,6 @@ NET_DEFAULTS: dict[str, dict[str, float]] = {
     "mujoco": {"init_log_std": -2.0},
 }
 
-# kept for callers of the first version of this table
-TRAINING_DEFAULTS = {k: {w: v[w] for w in ("base", "lora", "full")} for k, v in PROFILES.items()}
-
 
 def profile_of(spec: TaskSpec) -> str:
     """ "discrete", "box" or "mujoco" (a Box task of a MuJoCo family)."""
