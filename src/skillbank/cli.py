@@ -9,8 +9,8 @@ from pathlib import Path
 
 DESCRIPTION = """\
 skillbank: policy libraries for reinforcement learning.
-One frozen base network, one small LoRA adapter ("skill") per task, trained with PPO;
-many skills run in one batched forward pass.
+One frozen base network, one small LoRA adapter ("skill") per task, trained with PPO
+(control) or SFT and GRPO (small language models); many skills run in one batched forward.
 
 verbs:
   demo           train a CartPole base, LoRA skills and full fine-tunes for the
@@ -36,6 +36,11 @@ multi-run service (docs/service.md):
 language models (docs/lm.md):
   lm               tiny causal-LM base, text domains, LoRA skills by SFT and GRPO
                    (lm pretrain | new-library | sft | rl | eval); runs of kind "lm" in the service
+
+interference between tasks on shared parameters (docs/interference.md):
+  interference         train domains (text) or tasks (control) in order on shared weights;
+                       damage, its Taylor predictions, refresh and sparse rollback
+  interference-report  rebuild an interference run's report.html from its results.json
 """
 
 

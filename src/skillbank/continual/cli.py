@@ -7,6 +7,8 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
+from skillbank.argtypes import int_list, name_list
+
 STRATEGY_NAMES = ("finetune", "l2", "ewc", "replay", "lora", "lora-transfer", "multitask")
 """The registered strategies, for --help (a test checks this against the registry)."""
 
@@ -33,19 +35,6 @@ example (the documented cartpole run, docs/continual.md):
 """
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from None
-
-
-def _name_list(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
 def add_parsers(
     subparsers: argparse._SubParsersAction,
     commands: dict[str, Callable[[argparse.Namespace], None]] | None = None,
@@ -65,7 +54,7 @@ def add_parsers(
     )
     p.add_argument(
         "--strategy",
-        type=_name_list,
+        type=name_list,
         help=f"comma-separated strategies: {','.join(STRATEGY_NAMES)} (default finetune,lora)",
     )
     p.add_argument("--steps-per-task", type=int, help="env steps per task (default 200000)")
@@ -78,7 +67,7 @@ def add_parsers(
     )
     p.add_argument(
         "--tasks",
-        type=_int_list,
+        type=int_list,
         help="indices of the suite's tasks to train, in order (e.g. 0,3,2,6; default all)",
     )
     p.add_argument(

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from skillbank.argtypes import float_list, int_list, name_list
+
 HELP = """\
 Train domains one after another on SHARED parameters (one LoRA adapter for all, or the full
 weights) with the project's RL code, keep theta after each domain, and measure how each
@@ -28,28 +30,6 @@ rebuild the report:
 """
 
 
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers, got {text!r}"
-        ) from None
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from None
-
-
-def _names(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
 def add_parsers(
     subparsers: argparse._SubParsersAction,
     commands: dict[str, Callable[[argparse.Namespace], None]] | None = None,
@@ -66,13 +46,13 @@ def add_parsers(
     )
     what = p.add_argument_group("what to train (text domains or a control suite)")
     what.add_argument(
-        "--domains", type=_names, help="text domains in order, e.g. reverse,sort,caesar,add"
+        "--domains", type=name_list, help="text domains in order, e.g. reverse,sort,caesar,add"
     )
     what.add_argument(
         "--suite", help="control suite (see 'skillbank suites'), e.g. cartpole-physics"
     )
     what.add_argument(
-        "--tasks", type=_ints, help="indices of the suite's tasks, in order (default all)"
+        "--tasks", type=int_list, help="indices of the suite's tasks, in order (default all)"
     )
     what.add_argument(
         "--mode",
@@ -128,11 +108,11 @@ def add_parsers(
         "--repair-domain", help="domain to repair (default: the one whose score dropped most)"
     )
     ms.add_argument(
-        "--rollback-fractions", type=_floats, help="fractions p to sweep (default 0.001,...,0.2)"
+        "--rollback-fractions", type=float_list, help="fractions p to sweep (default 0.001,...,0.2)"
     )
     ms.add_argument(
         "--rollback-scores",
-        type=_names,
+        type=name_list,
         help="damage scores to sweep: curvature, taylor, conflict, magnitude "
         "(default curvature,conflict)",
     )

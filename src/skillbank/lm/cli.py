@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from skillbank.argtypes import name_list
+
 LM_HELP = """\
 Language-model skills: a tiny causal LM base (transformers, char tokenizer), text domains
 with verifiable rewards (reverse, sort, add, caesar), LoRA skills trained with SFT and with
@@ -23,10 +25,6 @@ GRPO, evaluated on held-out test sets. Guide: docs/lm.md.
 """
 
 
-def _names(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
@@ -36,7 +34,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _skill_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--domain",
-        type=_names,
+        type=name_list,
         required=True,
         help="domain(s), comma-separated (several = one shared adapter)",
     )
@@ -92,7 +90,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("eval", help="score of the base and each skill on each domain")
     p.add_argument("library", type=Path, help="LM library folder")
-    p.add_argument("--domains", type=_names, help="comma-separated (default: all registered)")
+    p.add_argument("--domains", type=name_list, help="comma-separated (default: all registered)")
     p.add_argument("--n", type=int, default=200, help="test examples per domain (default 200)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")

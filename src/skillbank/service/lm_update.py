@@ -14,9 +14,6 @@ fails or turns non-finite is restored and skipped, the others keep theirs.
 
 from __future__ import annotations
 
-import os
-import shutil
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,10 +25,10 @@ from torch import Tensor
 from skillbank.lm.grpo import GRPOConfig, grpo_step, merge_batches
 from skillbank.lora import MultiLoraModel
 from skillbank.service.config import TrainerInfo
-from skillbank.service.files import ensure_subdir, read_json_object, write_json_atomic
+from skillbank.service.files import read_json_object
 from skillbank.service.lm_config import LMRunConfig
-from skillbank.service.paths import ROLLOUT_META, ROLLOUT_TENSORS, RunPaths
-from skillbank.service.rollout_io import Rollout, RolloutError
+from skillbank.service.paths import RunPaths
+from skillbank.service.rollout_io import Rollout, RolloutError, write_rollout
 from skillbank.service.slot_adam import SlotAdam
 from skillbank.service.update import RunBatch, SlotSnapshot, UpdateResult
 
@@ -44,21 +41,8 @@ SERVICE_GRPO = GRPOConfig(update_epochs=2, max_grad_norm=1.0)
 def write_lm_rollout(
     run: RunPaths, step: int, batch: dict[str, Tensor], meta: dict[str, Any]
 ) -> None:
-    """Publish ``rollouts/step_<step>`` (staged folder, then rename)."""
-    ensure_subdir(run.rollouts)
-    stage = run.rollout_staging(step, uuid.uuid4().hex[:8])
-    stage.mkdir()
-    try:
-        tensors = {k: batch[k].detach().contiguous() for k in LM_KEYS}
-        safetensors.torch.save_file(tensors, str(stage / ROLLOUT_TENSORS))
-        write_json_atomic(stage / ROLLOUT_META, meta)
-        final = run.rollout(step)
-        if final.exists():
-            raise FileExistsError(f"{final} exists already")
-        os.replace(stage, final)
-    finally:
-        if stage.exists():
-            shutil.rmtree(stage, ignore_errors=True)
+    """Publish ``rollouts/step_<step>`` of an LM run (staged folder, then rename)."""
+    write_rollout(run, step, batch, meta, LM_KEYS)
 
 
 def check_lm_tensors(path: Any, t: dict[str, Tensor], vocab: int, max_len: int) -> int:

@@ -19,6 +19,7 @@ import math
 import os
 import shutil
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,14 +55,21 @@ class Rollout:
     obs_norm: dict[str, Any] | None
 
 
-def write_rollout(run: RunPaths, step: int, batch: dict[str, Tensor], meta: dict[str, Any]) -> None:
-    """Publish ``rollouts/step_<step>`` (raises ``FileExistsError`` if it exists, ``OSError``
-    if the run folder vanished)."""
+def write_rollout(
+    run: RunPaths,
+    step: int,
+    batch: dict[str, Tensor],
+    meta: dict[str, Any],
+    keys: Sequence[str] = ROLLOUT_KEYS,
+) -> None:
+    """Publish ``rollouts/step_<step>`` with the tensors ``keys`` of ``batch`` (staged
+    folder, then renamed; raises ``FileExistsError`` if it exists, ``OSError`` if the run
+    folder vanished)."""
     ensure_subdir(run.rollouts)
     stage = run.rollout_staging(step, uuid.uuid4().hex[:8])
     stage.mkdir()
     try:
-        tensors = {k: batch[k].detach().contiguous() for k in ROLLOUT_KEYS}
+        tensors = {k: batch[k].detach().contiguous() for k in keys}
         safetensors.torch.save_file(tensors, str(stage / ROLLOUT_TENSORS))
         write_json_atomic(stage / ROLLOUT_META, meta)
         final = run.rollout(step)
