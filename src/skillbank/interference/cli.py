@@ -263,9 +263,15 @@ def print_summary(res: dict[str, Any]) -> None:
     console.print(table)
     t = targets(res)
     c, r, rb = t["correlation"], t["refresh"], t["rollback"]
+    if int(c["n"]) >= 3:
+        corr = (
+            f"damage: Pearson(predicted, measured) {c['pearson_predicted']:.3f}, second-order "
+            f"alone {c['pearson_second_order']:.3f} over {int(c['n'])} pairs"
+        )
+    else:
+        corr = f"damage: correlation undefined over {int(c['n'])} pair(s) (3 or more needed)"
     console.print(
-        f"damage: Pearson(predicted, measured) {c['pearson_predicted']:.3f}, second-order alone "
-        f"{c['pearson_second_order']:.3f} over {int(c['n'])} pairs\n"
+        corr + "\n"
         f"refresh {r['domain']}: {100 * r['recovered_fraction']:.0f}% of a "
         f"{r['drop']:.1f}-point drop recovered, others lost <= "
         f"{max(0.0, r['others_max_drop']):.1f} ({'met' if r['met'] else 'not met'})\n"
