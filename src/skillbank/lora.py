@@ -186,6 +186,11 @@ class MultiLoraLinear(nn.Module):
         z = torch.bmm(xb.view(n, m, self.in_features), a.transpose(1, 2))  # [N, M, R]
         z = z * s.view(n, 1, 1)
         w, bias = self.base_layer.weight, self.base_layer.bias
+        if plan.gather is None and z.requires_grad:
+            # training: out of place (an in-place accumulation into a view would make
+            # autograd copy every output gradient back through the view).
+            y = nn.functional.linear(x2, w, bias).view(n, m, self.out_features)
+            return torch.baddbmm(y, z, bt).view(*lead, self.out_features)  # [N, M, out]
         if plan.gather is None:
             # rows sorted with equal counts: write bias + low-rank term in the pass that
             # would broadcast the bias anyway, then accumulate the base matmul into it.
