@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from lm_helpers import Procs, read_jsonl, wait_for
 
+from proc_helpers import Procs, read_jsonl, wait_for
 from skillbank.cli import main as cli_main
 from skillbank.library import PolicyLibrary
 from skillbank.lm.domains import get_domain

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from svc_helpers import Procs
+
+from proc_helpers import Procs
 
 
 @pytest.fixture(autouse=True)

@@ -10,8 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from svc_helpers import Procs, wait_for, write_orch, write_trainer_toml
+from svc_helpers import write_orch, write_trainer_toml
 
+from proc_helpers import Procs, wait_for
 from skillbank.service.paths import RunPaths, steps
 
 

@@ -15,16 +15,9 @@ import sys
 from pathlib import Path
 
 import torch
-from svc_helpers import (
-    Procs,
-    fake_meta,
-    fake_rollout,
-    read_jsonl,
-    wait_for,
-    write_orch,
-    write_trainer_toml,
-)
+from svc_helpers import fake_meta, fake_rollout, write_orch, write_trainer_toml
 
+from proc_helpers import Procs, read_jsonl, wait_for
 from skillbank.service.checkpoint import DIST_WORLD, is_sharded_key, load_rank_file, merge_shards
 from skillbank.service.consolidate import consolidate
 from skillbank.service.paths import RunPaths

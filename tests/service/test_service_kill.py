@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from svc_helpers import Procs, read_jsonl, status, wait_for, write_orch, write_trainer_toml
+from svc_helpers import status, write_orch, write_trainer_toml
 
+from proc_helpers import Procs, read_jsonl, wait_for
 from skillbank import peft_format
 from skillbank.service.checkpoint import adapter_state, load_rank_file
 from skillbank.service.paths import OutPaths, RunPaths, stable_steps, steps

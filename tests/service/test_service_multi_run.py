@@ -6,15 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from svc_helpers import (
-    Procs,
-    read_jsonl,
-    remove_run,
-    status,
-    wait_for,
-    write_orch,
-    write_trainer_toml,
-)
+from svc_helpers import remove_run, status, write_orch, write_trainer_toml
+
+from proc_helpers import Procs, read_jsonl, wait_for
 
 pytestmark = pytest.mark.slow
 

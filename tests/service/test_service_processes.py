@@ -12,17 +12,15 @@ import pytest
 import torch
 from safetensors.torch import save_file
 from svc_helpers import (
-    Procs,
     fake_meta,
     fake_rollout,
     fake_trainer,
-    read_jsonl,
     status,
-    wait_for,
     write_orch,
     write_trainer_toml,
 )
 
+from proc_helpers import Procs, read_jsonl, wait_for
 from skillbank import peft_format
 from skillbank.service.checkpoint import write_broadcast
 from skillbank.service.paths import OutPaths, RunPaths, steps

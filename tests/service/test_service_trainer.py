@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from svc_helpers import fake_meta, fake_rollout, read_jsonl, write_orch
+from svc_helpers import fake_meta, fake_rollout, write_orch
 
+from proc_helpers import read_jsonl
 from skillbank import peft_format
 from skillbank.service.checkpoint import load_rank_file
 from skillbank.service.config import TrainerConfig

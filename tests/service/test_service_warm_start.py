@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from svc_helpers import Procs, read_jsonl, status, wait_for, write_orch, write_trainer_toml
+from svc_helpers import status, write_orch, write_trainer_toml
 
+from proc_helpers import Procs, read_jsonl, wait_for
 from skillbank import peft_format
 from skillbank.algos.ppo import PPOConfig
 from skillbank.lora import MultiLoraModel

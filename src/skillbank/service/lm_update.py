@@ -17,18 +17,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import safetensors.torch
 import torch
-from safetensors import SafetensorError
 from torch import Tensor
 
 from skillbank.lm.grpo import GRPOConfig, grpo_step, merge_batches
 from skillbank.lora import MultiLoraModel
 from skillbank.service.config import TrainerInfo
-from skillbank.service.files import read_json_object
 from skillbank.service.lm_config import LMRunConfig
 from skillbank.service.paths import RunPaths
-from skillbank.service.rollout_io import Rollout, RolloutError, write_rollout
+from skillbank.service.rollout_io import (
+    Rollout,
+    RolloutError,
+    check_keys,
+    load_meta,
+    load_tensors,
+    write_rollout,
+)
 from skillbank.service.slot_adam import SlotAdam
 from skillbank.service.update import RunBatch, SlotSnapshot, UpdateResult
 
@@ -47,12 +51,7 @@ def write_lm_rollout(
 
 def check_lm_tensors(path: Any, t: dict[str, Tensor], vocab: int, max_len: int) -> int:
     """Raise RolloutError (file + key) unless ``t`` is a well-formed LM rollout; returns B."""
-    extra = sorted(set(t) - set(LM_KEYS))
-    if extra:
-        raise RolloutError(path, f"unexpected key(s) {extra}; expected {list(LM_KEYS)}")
-    for key in LM_KEYS:
-        if key not in t:
-            raise RolloutError(path, "missing", key)
+    check_keys(path, t, LM_KEYS)
     tok = t["tokens"]
     if tok.dtype != torch.int64 or tok.dim() != 2:
         raise RolloutError(path, f"{tok.dtype} {tuple(tok.shape)}, expected int64 [B, T]", "tokens")
@@ -86,22 +85,12 @@ def check_lm_tensors(path: Any, t: dict[str, Tensor], vocab: int, max_len: int) 
 def read_lm_rollout(run: RunPaths, step: int, cfg: LMRunConfig, info: TrainerInfo) -> Rollout:
     """Read and check an LM rollout; adds per-row ``clip_eps`` and ``kl_coef`` from ``cfg``."""
     t_path, m_path = run.rollout_tensors(step), run.rollout_meta(step)
-    try:
-        tensors = safetensors.torch.load_file(str(t_path))
-    except FileNotFoundError as e:
-        raise RolloutError(t_path, "file not found") from e
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise RolloutError(t_path, f"corrupt or truncated safetensors file ({e})") from e
+    tensors = load_tensors(t_path)
     kw = info.base_kwargs
     rows = check_lm_tensors(
         t_path, tensors, int(kw["vocab_size"]), int(kw["max_position_embeddings"])
     )
-    try:
-        meta = read_json_object(m_path)
-    except FileNotFoundError as e:
-        raise RolloutError(m_path, "file not found") from e
-    except ValueError as e:
-        raise RolloutError(m_path, str(e).split(": ", 1)[-1]) from e
+    meta = load_meta(m_path)
     ps = meta.get("policy_step")
     if not isinstance(ps, int) or isinstance(ps, bool) or not 0 <= ps <= step:
         raise RolloutError(m_path, f"must be an int in [0, {step}], got {ps!r}", "policy_step")

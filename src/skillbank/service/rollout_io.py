@@ -111,16 +111,41 @@ def _check_meta(path: Path, meta: dict[str, Any], step: int, obs_dim: int) -> No
         )
 
 
+def check_keys(path: Path, tensors: dict[str, Tensor], keys: Sequence[str]) -> None:
+    """RolloutError (file + key) unless ``tensors`` holds exactly ``keys``."""
+    extra = sorted(set(tensors) - set(keys))
+    if extra:
+        raise RolloutError(path, f"unexpected key(s) {extra}; expected {list(keys)}")
+    for key in keys:
+        if key not in tensors:
+            raise RolloutError(path, "missing", key)
+
+
+def load_tensors(path: Path) -> dict[str, Tensor]:
+    """A rollout's safetensors file; RolloutError if missing or unreadable."""
+    try:
+        return safetensors.torch.load_file(str(path))
+    except FileNotFoundError as e:
+        raise RolloutError(path, "file not found") from e
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise RolloutError(path, f"corrupt or truncated safetensors file ({e})") from e
+
+
+def load_meta(path: Path) -> dict[str, Any]:
+    """A rollout's meta.json (a JSON object); RolloutError if missing or unreadable."""
+    try:
+        return read_json_object(path)
+    except FileNotFoundError as e:
+        raise RolloutError(path, "file not found") from e
+    except ValueError as e:
+        raise RolloutError(path, str(e).split(": ", 1)[-1]) from e
+
+
 def check_tensors(
     path: Path, tensors: dict[str, Tensor], obs_dim: int, action_kind: str, action_dim: int
 ) -> int:
     """Check a rollout's tensors; returns the row count B."""
-    extra = sorted(set(tensors) - set(ROLLOUT_KEYS))
-    if extra:
-        raise RolloutError(path, f"unexpected key(s) {extra}; expected {list(ROLLOUT_KEYS)}")
-    for key in ROLLOUT_KEYS:
-        if key not in tensors:
-            raise RolloutError(path, "missing", key)
+    check_keys(path, tensors, ROLLOUT_KEYS)
     obs = tensors["obs"]
     if obs.dtype != torch.float32 or obs.dim() != 2 or obs.shape[1] != obs_dim:
         raise RolloutError(
@@ -158,21 +183,10 @@ def read_rollout(
     run: RunPaths, step: int, obs_dim: int, action_kind: str, action_dim: int
 ) -> Rollout:
     """Read and check ``rollouts/step_<step>``; ``RolloutError`` if anything is wrong."""
-    t_path, m_path = run.rollout_tensors(step), run.rollout_meta(step)
-    try:
-        tensors = safetensors.torch.load_file(str(t_path))
-    except FileNotFoundError as e:
-        raise RolloutError(t_path, "file not found") from e
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise RolloutError(t_path, f"corrupt or truncated safetensors file ({e})") from e
-    check_tensors(t_path, tensors, obs_dim, action_kind, action_dim)
-    try:
-        meta = read_json_object(m_path)
-    except FileNotFoundError as e:
-        raise RolloutError(m_path, "file not found") from e
-    except ValueError as e:
-        raise RolloutError(m_path, str(e).split(": ", 1)[-1]) from e
-    _check_meta(m_path, meta, step, obs_dim)
+    tensors = load_tensors(run.rollout_tensors(step))
+    check_tensors(run.rollout_tensors(step), tensors, obs_dim, action_kind, action_dim)
+    meta = load_meta(run.rollout_meta(step))
+    _check_meta(run.rollout_meta(step), meta, step, obs_dim)
     return Rollout(
         step=step,
         tensors=tensors,
