@@ -39,12 +39,12 @@ def main() -> None:
 
     import torch
 
+    from skillbank.algos.slot_adam import SlotAdam
     from skillbank.lm.adapters import init_slot
     from skillbank.lm.domains import get_domain
     from skillbank.lm.grpo import GRPOConfig, grpo_step
     from skillbank.lm.model import DEFAULT_BASE, SlotLM, load_base
     from skillbank.lm.sample import generate
-    from skillbank.service.slot_adam import SlotAdam
 
     torch.set_num_threads(a.threads)
     print(f"threads: {torch.get_num_threads()}")

@@ -5,7 +5,7 @@ Run: python bench/multi_lora_forward.py [--threads 2] [--quick]   (same as `skil
 
 import argparse
 
-from skillbank.bench_lora import run
+from skillbank.recipes.bench_lora import run
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__)

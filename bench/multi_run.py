@@ -29,7 +29,7 @@ TASKS = ["cartpole/default", "cartpole/long-pole", "cartpole/heavy-pole", "cartp
 def _start(args: list[str], log: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     with open(log, "ab") as f:
-        cmd = [sys.executable, "-m", "skillbank.service.cli", *args]
+        cmd = [sys.executable, "-m", "skillbank.cli.service", *args]
         return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
 
 
@@ -97,7 +97,7 @@ def run_setup(
 def make_library(path: Path, hidden: list[int]) -> None:
     import torch
 
-    from skillbank.library import PolicyLibrary
+    from skillbank.library.core import PolicyLibrary
     from skillbank.models import ActorCritic, ActorCriticConfig
 
     torch.manual_seed(0)

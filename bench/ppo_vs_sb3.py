@@ -44,11 +44,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from skillbank.lora import MultiLoraModel
+from skillbank.lora.layer import MultiLoraModel
 from skillbank.models import ActorCritic, ActorCriticConfig
+from skillbank.recipes.workflows import NET_DEFAULTS, default_ppo, profile_of, spaces_of
 from skillbank.tasks import get_suite, parse_task
-from skillbank.train import FullBank, LoraBank, evaluate_bank, train_ppo
-from skillbank.workflows import NET_DEFAULTS, default_ppo, profile_of, spaces_of
+from skillbank.training.loop import FullBank, LoraBank, evaluate_bank, train_ppo
 
 SECTIONS = ("cartpole", "halfcheetah", "multiskill")
 TARGET_RETURN = 475.0
@@ -236,7 +236,7 @@ def gym_cartpole_return(bank: FullBank, norm, seed: int) -> float:
     """Mean greedy return of a skillbank policy on Gymnasium's CartPole-v1."""
     import gymnasium
 
-    from skillbank.normalize import normalize_rows, stack_norms
+    from skillbank.algos.normalize import normalize_rows, stack_norms
 
     mean, inv_std = stack_norms([norm])
     env = gymnasium.make("CartPole-v1")

@@ -65,7 +65,7 @@ def trainer_updates_per_s(
             run.orch_toml.write_text(
                 f"task = 'cartpole'\nmax_steps = {rollouts + 10}\nseed = {i}\n"
             )
-        cmd = [sys.executable, "-m", "skillbank.service.cli", "trainer", "--config", str(cfg)]
+        cmd = [sys.executable, "-m", "skillbank.cli.service", "trainer", "--config", str(cfg)]
         cmd += ["--threads", str(threads), "--nproc", str(nproc)]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         log = open(Path(tmp) / "trainer.log", "wb")  # noqa: SIM115
@@ -90,13 +90,13 @@ def trainer_updates_per_s(
 def rollout_steps_per_s(task: str, workers: int, repeats: int, envs: int) -> float:
     import torch
 
+    from skillbank.algos.normalize import ObsNorm
     from skillbank.algos.ppo import PPOConfig
     from skillbank.models import ActorCritic, ActorCriticConfig
-    from skillbank.normalize import ObsNorm
-    from skillbank.rollout.collect import RolloutState, collect
-    from skillbank.rollout.workers import make_env
     from skillbank.service.config import task_spaces
     from skillbank.tasks import parse_task
+    from skillbank.tasks.workers import make_env
+    from skillbank.training.rollout import RolloutState, collect
 
     spec = parse_task(task)
     obs_dim, kind, act_dim = task_spaces(spec)

@@ -47,7 +47,7 @@ class Procs:
     def start(self, name: str, *args: str) -> subprocess.Popen:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
         log = open(self.folder / f"{name}.log", "ab")  # noqa: SIM115  # owned by the process
-        cmd = [sys.executable, "-m", "skillbank.service.cli", *args]
+        cmd = [sys.executable, "-m", "skillbank.cli.service", *args]
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()
         self.started.append((name, proc))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from skillbank.algos.ppo import PPOConfig
-from skillbank.config import ConfigError, load_ppo_toml
+from skillbank.config import ConfigError, load_toml
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -30,19 +30,19 @@ target_kl = 0.02
 clip_coef = 0.1
 """,
     )
-    cfg = load_ppo_toml(path, PPOConfig())
+    cfg = load_toml(path, PPOConfig, "ppo", PPOConfig())
     assert cfg.learning_rate == 1e-3 and cfg.anneal_lr is False
     assert cfg.num_minibatches == 8 and cfg.clip_coef == 0.1 and cfg.target_kl == 0.02
     assert cfg.gamma == 1.0 and isinstance(cfg.gamma, float)
     # untouched fields keep the base's values, and the base is not modified
     base = PPOConfig(ent_coef=0.05)
-    cfg2 = load_ppo_toml(path, base)
+    cfg2 = load_toml(path, PPOConfig, "ppo", base)
     assert cfg2.ent_coef == 0.05 and base.learning_rate == 2.5e-4
 
 
 def test_empty_file_keeps_defaults(tmp_path: Path) -> None:
-    assert load_ppo_toml(write(tmp_path, ""), PPOConfig()) == PPOConfig()
-    assert load_ppo_toml(write(tmp_path, "[ppo]\n"), PPOConfig()) == PPOConfig()
+    assert load_toml(write(tmp_path, ""), PPOConfig, "ppo") == PPOConfig()
+    assert load_toml(write(tmp_path, "[ppo]\n"), PPOConfig, "ppo") == PPOConfig()
 
 
 @pytest.mark.parametrize(
@@ -60,7 +60,7 @@ def test_empty_file_keeps_defaults(tmp_path: Path) -> None:
 def test_bad_field_names_file_and_field(tmp_path: Path, text: str, field: str) -> None:
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as info:
-        load_ppo_toml(path, PPOConfig())
+        load_toml(path, PPOConfig, "ppo", PPOConfig())
     msg = str(info.value)
     assert str(path) in msg and repr(field) in msg
 
@@ -68,25 +68,25 @@ def test_bad_field_names_file_and_field(tmp_path: Path, text: str, field: str) -
 def test_unknown_table(tmp_path: Path) -> None:
     path = write(tmp_path, "[ppo]\ngamma = 0.9\n[trainer]\nx = 1\n")
     with pytest.raises(ConfigError, match=re.escape(str(path)) + ".*trainer"):
-        load_ppo_toml(path, PPOConfig())
+        load_toml(path, PPOConfig, "ppo", PPOConfig())
 
 
 def test_ppo_not_a_table(tmp_path: Path) -> None:
     path = write(tmp_path, "ppo = 3\n")
     with pytest.raises(ConfigError, match=re.escape(str(path)) + ".*ppo"):
-        load_ppo_toml(path, PPOConfig())
+        load_toml(path, PPOConfig, "ppo", PPOConfig())
 
 
 def test_invalid_toml(tmp_path: Path) -> None:
     path = write(tmp_path, "[ppo\ngamma = = 0.9\n")
     with pytest.raises(ConfigError, match=re.escape(str(path))):
-        load_ppo_toml(path, PPOConfig())
+        load_toml(path, PPOConfig, "ppo", PPOConfig())
 
 
 def test_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "none.toml"
     with pytest.raises(ConfigError, match=re.escape(str(path))):
-        load_ppo_toml(path, PPOConfig())
+        load_toml(path, PPOConfig, "ppo", PPOConfig())
 
 
 def test_config_error_is_a_value_error() -> None:

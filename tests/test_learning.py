@@ -6,11 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from skillbank.library import PolicyLibrary
+from skillbank.library.core import PolicyLibrary
 from skillbank.models import ActorCritic, ActorCriticConfig
-from skillbank.tasks import get_suite, parse_task
-from skillbank.train import FullBank, evaluate_bank, train_ppo
-from skillbank.workflows import (
+from skillbank.recipes.workflows import (
     default_ppo,
     evaluate_full,
     evaluate_library,
@@ -18,6 +16,8 @@ from skillbank.workflows import (
     train_full_copies,
     train_lora_skills,
 )
+from skillbank.tasks import get_suite, parse_task
+from skillbank.training.loop import FullBank, evaluate_bank, train_ppo
 
 pytestmark = pytest.mark.slow
 

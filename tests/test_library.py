@@ -12,11 +12,11 @@ import pytest
 import torch
 from torch import Tensor
 
-from skillbank import peft_format
-from skillbank.library import LibraryError, PolicyLibrary, load_policy
-from skillbank.lora import MultiLoraModel
+from skillbank.algos.normalize import ObsNorm
+from skillbank.library.core import LibraryError, PolicyLibrary, load_policy
+from skillbank.lora import peft_io
+from skillbank.lora.layer import MultiLoraModel
 from skillbank.models import ActorCritic, ActorCriticConfig
-from skillbank.normalize import ObsNorm
 
 OBS, ACTIONS, HIDDEN = 4, 2, [32, 32]
 ATOL = 1e-5
@@ -84,7 +84,7 @@ def lib_setup(tmp_path: Path):
     model, ranks = trained(base)
     lib = PolicyLibrary.create(tmp_path / "lib", base, base_config(), capacity=8)
     lib.add_skill("a", (model, 0), {"task": {"name": "ta"}, "scores": {"ret": 1.5}})
-    peft_format.save_adapter(model, 1, tmp_path / "adapter_b")
+    peft_io.save_adapter(model, 1, tmp_path / "adapter_b")
     lib.add_skill("b", tmp_path / "adapter_b", {"task": {"name": "tb"}})
     return lib, model, ranks, tmp_path
 
@@ -127,7 +127,7 @@ def test_add_skill_from_slot_and_from_peft_folder(lib_setup) -> None:
     assert_out_close(lib.forward(x, "a"), slot_out(model, x, 0))
     assert_out_close(lib.forward(x, "b"), slot_out(model, x, 1))
     # the stored skill folder is a PEFT adapter with the skill's rank
-    adapter = peft_format.read_adapter(tmp_path / "lib" / "skills" / "a")
+    adapter = peft_io.read_adapter(tmp_path / "lib" / "skills" / "a")
     assert sorted(adapter.state) == LAYERS
     assert all(a.shape[0] == ranks[0] for a, _, _ in adapter.state.values())
     assert json.loads((tmp_path / "lib" / "skills" / "b" / "skill.json").read_text()) == {
@@ -285,7 +285,7 @@ def test_bad_skill_names_are_rejected(lib_setup, name: str) -> None:
 def test_load_rejects_escaping_skill_names_in_index(lib_setup) -> None:
     """A library.json listing '../outside' must not read a folder outside LIB/skills."""
     lib, model, _, tmp_path = lib_setup
-    peft_format.save_adapter(model, 2, tmp_path / "lib" / "outside")
+    peft_io.save_adapter(model, 2, tmp_path / "lib" / "outside")
     index_path = tmp_path / "lib" / "library.json"
     index = json.loads(index_path.read_text())
     index["skills"].append("../outside")
@@ -396,21 +396,21 @@ def _bad_adapters(tmp_path: Path, model: MultiLoraModel) -> dict[str, Path]:
     out: dict[str, Path] = {}
     out["missing"] = tmp_path / "no_such_adapter"
     corrupt = tmp_path / "corrupt"
-    peft_format.save_adapter(model, 2, corrupt)
+    peft_io.save_adapter(model, 2, corrupt)
     w = corrupt / "adapter_model.safetensors"
     w.write_bytes(w.read_bytes()[:40])
     out["corrupt"] = corrupt
     state = model.slot_state(2)
     unknown = tmp_path / "unknown_module"
-    peft_format.write_adapter(unknown, {}, {**state, "q.0": state["pi.0"]})
+    peft_io.write_adapter(unknown, {}, {**state, "q.0": state["pi.0"]})
     out["unknown_module"] = unknown
     shape = tmp_path / "wrong_shape"
     a, b, alpha = state["pi.0"]
-    peft_format.write_adapter(shape, {}, {"pi.0": (torch.ones(a.shape[0], 7), b, alpha)})
+    peft_io.write_adapter(shape, {}, {"pi.0": (torch.ones(a.shape[0], 7), b, alpha)})
     out["wrong_shape"] = shape
     big = tmp_path / "big_rank_unknown_module"  # rank above capacity AND a bad module
     g = torch.Generator().manual_seed(3)
-    peft_format.write_adapter(
+    peft_io.write_adapter(
         big,
         {},
         {

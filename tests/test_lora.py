@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from skillbank.lora import MultiLoraLinear, MultiLoraModel, inject, make_plan, strip
+from skillbank.lora.layer import MultiLoraLinear, MultiLoraModel, inject, make_plan, strip
 
 OBS, HID, OUT = 6, 32, 3
 CAPACITY = 4

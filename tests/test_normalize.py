@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from skillbank.normalize import CLIP, EPS, ObsNorm, normalize_rows, stack_norms
+from skillbank.algos.normalize import CLIP, EPS, ObsNorm, normalize_rows, stack_norms
 
 
 def batches(seed: int = 0):

@@ -14,8 +14,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from skillbank.lora import MultiLoraModel
-from skillbank.peft_format import (
+from skillbank.lora.layer import MultiLoraModel
+from skillbank.lora.peft_io import (
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
     AdapterFormatError,

@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from skillbank.library import PolicyLibrary
-    from skillbank.lora import MultiLoraLinear, MultiLoraModel
+    from skillbank.library.core import PolicyLibrary
+    from skillbank.lora.layer import MultiLoraLinear, MultiLoraModel
 
 _LAZY = {
-    "PolicyLibrary": "skillbank.library",
-    "MultiLoraModel": "skillbank.lora",
-    "MultiLoraLinear": "skillbank.lora",
+    "PolicyLibrary": "skillbank.library.core",
+    "MultiLoraModel": "skillbank.lora.layer",
+    "MultiLoraLinear": "skillbank.lora.layer",
 }
 
 

@@ -1,89 +1,218 @@
-"""Typed configs from TOML: unknown fields and wrong types name the file and the field."""
+"""Typed configs: pydantic models loaded from TOML and generated into CLI flags.
+
+Every config is a :class:`Config` (``extra="forbid"``, frozen, a docstring per field that
+becomes its description and its ``--help`` text). :func:`load_toml` reads a file (or one
+table of it) into a model; any problem becomes one :class:`ConfigError` of the form
+``FILE: field NAME: problem``. :func:`add_config_args` turns a model's fields into argparse
+flags (defaults stated once, in the model) and :func:`config_from_args` applies the flags
+a user gave on top of a base config.
+"""
 
 from __future__ import annotations
 
-import dataclasses
+import argparse
 import sys
+import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from skillbank.errors import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-T = TypeVar("T")
+M = TypeVar("M", bound="Config")
 
 
-class ConfigError(ValueError):
-    """A config file is unreadable or has a bad field; the message names both."""
+class Config(BaseModel):
+    """Base of every skillbank config: strict fields, immutable, documented."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        strict=True,
+        validate_default=True,
+        use_attribute_docstrings=True,
+        protected_namespaces=(),
+    )
+
+    def replace(self: M, **changes: Any) -> M:
+        """A validated copy with ``changes`` applied (like ``dataclasses.replace``)."""
+        data = {**self.model_dump(), **changes}
+        return validate(type(self), data, type(self).__name__)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data (what is written next to results)."""
+        return self.model_dump(mode="json")
+
+
+def _problem(err: Any) -> str:
+    msg = str(err.get("msg", "invalid"))
+    if err.get("type") == "extra_forbidden":
+        return "unknown field"
+    if "input" in err and err.get("type") not in ("missing",):
+        value = err["input"]
+        shown = repr(value) if not isinstance(value, dict) else "a table"
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        return f"{msg} (got {shown})"
+    return msg
+
+
+def format_validation_error(where: str, error: ValidationError, model: type[BaseModel]) -> str:
+    """``WHERE: field NAME: problem`` for each error (one line each, first ones only)."""
+    lines = []
+    for err in error.errors()[:5]:
+        loc = ".".join(str(p) for p in err.get("loc", ())) or "(top level)"
+        line = f"{where}: field {loc!r}: {_problem(err)}"
+        if err.get("type") == "extra_forbidden":
+            line += f"; valid fields: {sorted(model.model_fields)}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def validate(model: type[M], data: Any, where: str) -> M:
+    """``model`` built from ``data``; a :class:`ConfigError` naming ``where`` otherwise."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(where, e, model)) from None
 
 
 def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file as a dict; missing or invalid files raise a ConfigError naming them."""
     try:
         return tomllib.loads(Path(path).read_text())
     except FileNotFoundError as e:
         raise ConfigError(f"{path}: file not found") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read ({e})") from e
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from e
 
 
-def _check_type(value: Any, annotation: Any) -> bool:
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        return any(_check_type(value, a) for a in typing.get_args(annotation))
-    if annotation is type(None):
-        return value is None
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if annotation is bool:
-        return isinstance(value, bool)
-    if annotation is str:
-        return isinstance(value, str)
-    if origin is list:
-        return isinstance(value, list)
-    return True
-
-
-def update_dataclass(obj: T, table: dict[str, Any], where: str) -> T:
-    """``obj`` with the fields in ``table`` replaced, each checked against its type."""
-    assert dataclasses.is_dataclass(obj)
-    hints = typing.get_type_hints(type(obj))
-    names = {f.name for f in dataclasses.fields(obj)}
-    for key, value in table.items():
-        if key not in names:
-            raise ConfigError(f"{where}: unknown field {key!r}; valid fields: {sorted(names)}")
-        if not _check_type(value, hints[key]):
-            raise ConfigError(
-                f"{where}: field {key!r} must be {hints[key]}, got {type(value).__name__}"
-            )
-    vals = {k: (float(v) if hints[k] is float else v) for k, v in table.items()}
-    return dataclasses.replace(obj, **vals)  # type: ignore[type-var]
-
-
-def load_table(path: Path, name: str, base: T) -> T:
-    """``base`` (a dataclass) updated with the ``[name]`` table of a TOML file, the file's
-    only table; fields are type-checked and every error names the file and field."""
+def load_toml(path: Path, model: type[M], table: str | None = None, base: M | None = None) -> M:
+    """Load ``path`` (or its ``[table]``, which must then be the file's only table) into
+    ``model``, on top of ``base`` when given. Errors read ``FILE: field NAME: problem``."""
     data = read_toml(path)
-    unknown = set(data) - {name}
-    if unknown:
-        raise ConfigError(f"{path}: unknown table(s) {sorted(unknown)}; expected [{name}]")
-    table = data.get(name, {})
-    if not isinstance(table, dict):
-        raise ConfigError(
-            f"{path}: field {name!r} must be a table ([{name}]), got {type(table).__name__}"
+    where = str(path)
+    if table is not None:
+        unknown = set(data) - {table}
+        if unknown:
+            raise ConfigError(f"{path}: unknown table(s) {sorted(unknown)}; expected [{table}]")
+        data = data.get(table, {})
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: field {table!r}: must be a table ([{table}])")
+        where = f"{path} [{table}]"
+    return validate_table(model, data, where, base)
+
+
+def validate_table(model: type[M], data: dict[str, Any], where: str, base: M | None = None) -> M:
+    """``model`` from ``data`` laid over ``base`` (its own defaults when None)."""
+    if base is not None:
+        unknown = set(data) - set(model.model_fields)
+        if unknown:
+            name = sorted(unknown)[0]
+            valid = sorted(model.model_fields)
+            raise ConfigError(f"{where}: field {name!r}: unknown field; valid fields: {valid}")
+        data = {**base.model_dump(), **data}
+    return validate(model, data, where)
+
+
+# ------------------------------------------------------------------------- CLI flags
+def _flag_type(annotation: Any) -> tuple[Any, dict[str, Any]]:
+    """argparse ``type`` and extra kwargs for a field annotation."""
+    origin = typing.get_origin(annotation)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if origin in (typing.Union, types.UnionType) and len(args) == 1:
+        return _flag_type(args[0])
+    if origin is Literal:
+        return type(args[0]), {"choices": list(args)}
+    if annotation is bool:
+        return _bool, {"metavar": "BOOL"}
+    if annotation in (int, float, str):
+        return annotation, {}
+    if origin in (list, tuple):
+        inner = args[0] if args else str
+        kind = inner if inner in (int, float, str) else str
+        return _comma_list(kind), {"metavar": "A,B,..."}
+    return str, {}
+
+
+def _bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _comma_list(kind: type) -> Any:
+    def parse(text: str) -> list[Any]:
+        try:
+            return [kind(t.strip()) for t in text.split(",") if t.strip()]
+        except ValueError:
+            msg = f"expected a comma-separated list, got {text!r}"
+            raise argparse.ArgumentTypeError(msg) from None
+
+    return parse
+
+
+def add_config_args(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    model: type[Config],
+    only: typing.Iterable[str] | None = None,
+    skip: typing.Iterable[str] = (),
+    prefix: str = "",
+) -> None:
+    """Add ``--FIELD-NAME`` for each field of ``model`` (help = the field's docstring and
+    default). Flags default to "not given", so :func:`config_from_args` changes only the
+    fields the user named."""
+    names = list(only) if only is not None else list(model.model_fields)
+    for name in names:
+        if name in skip:
+            continue
+        field = model.model_fields[name]
+        kind, extra = _flag_type(field.annotation)
+        desc = (field.description or "").strip().replace("%", "%%")
+        default = field.default
+        help_text = f"{desc} (default: {default})" if desc else f"default: {default}"
+        parser.add_argument(
+            f"--{prefix}{name.replace('_', '-')}",
+            dest=f"{prefix.replace('-', '_')}{name}",
+            type=kind,
+            default=argparse.SUPPRESS,
+            help=help_text,
+            **extra,
         )
-    try:
-        return update_dataclass(base, table, f"{path} [{name}]")
-    except ValueError as e:  # a dataclass's own __post_init__ check
-        if isinstance(e, ConfigError):
-            raise
-        raise ConfigError(f"{path} [{name}]: {e}") from e
 
 
-def load_ppo_toml(path: Path, base: T) -> T:
-    """Apply the ``[ppo]`` table of a TOML file to a PPOConfig."""
-    return load_table(path, "ppo", base)
+def config_from_args(args: argparse.Namespace, base: M, prefix: str = "") -> M:
+    """``base`` with the fields the user gave as flags (see :func:`add_config_args`)."""
+    given = vars(args)
+    key = prefix.replace("-", "_")
+    changes = {
+        name: given[f"{key}{name}"] for name in type(base).model_fields if f"{key}{name}" in given
+    }
+    if not changes:
+        return base
+    return validate(type(base), {**base.model_dump(), **changes}, "command line")
+
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "add_config_args",
+    "config_from_args",
+    "format_validation_error",
+    "load_toml",
+    "read_toml",
+    "validate",
+    "validate_table",
+]

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from skillbank.continual import cli
+from skillbank.algos.normalize import ObsNorm
+from skillbank.cli import continual as cli
 from skillbank.continual.checkpoint import latest_state, load_state, save_state
 from skillbank.continual.config import ContinualConfig
 from skillbank.continual.experiment import run_continual, select_tasks
 from skillbank.continual.strategies.shared import Finetune
-from skillbank.normalize import ObsNorm
 
 torch.set_num_threads(1)
 
@@ -143,7 +143,7 @@ def test_cli_module_is_light_and_parses() -> None:
 
     code = (
         "import argparse, sys\n"
-        "from skillbank.continual import cli\n"
+        "from skillbank.cli import continual as cli\n"
         "p = argparse.ArgumentParser(); sub = p.add_subparsers(dest='verb'); cmds = {}\n"
         "cli.add_parsers(sub, cmds)\n"
         "a = p.parse_args(['continual', '--out', 'x', '--strategy', 'lora,finetune',"

@@ -7,7 +7,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from skillbank.continual import cli
+from skillbank.algos.normalize import ObsNorm
+from skillbank.cli import continual as cli
 from skillbank.continual.config import ContinualConfig
 from skillbank.continual.experiment import make_context
 from skillbank.continual.strategies import STRATEGIES, get_strategy
@@ -16,7 +17,6 @@ from skillbank.continual.strategies.replay import cloning_loss, merge_buffer
 from skillbank.continual.strategies.shared import diagonal_fisher, quadratic_penalty
 from skillbank.models import ActorCritic, ActorCriticConfig
 from skillbank.models.actor_critic import make_distribution
-from skillbank.normalize import ObsNorm
 from skillbank.tasks import get_suite
 
 torch.set_num_threads(1)

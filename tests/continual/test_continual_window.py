@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from skillbank.algos.normalize import ObsNorm
 from skillbank.continual.window import BestKeeper, Schedule
-from skillbank.normalize import ObsNorm
 
 
 def test_best_keeper_restores_the_best_and_prefers_later_ties() -> None:

@@ -9,12 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from skillbank.cli import main
+from skillbank.cli.main import main
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "skillbank.cli", *args], capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "skillbank.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -143,7 +146,7 @@ def test_bad_inputs_give_one_clear_error(tmp_path: Path, capsys: pytest.CaptureF
 
 def test_cli_parses_arguments_before_importing_torch() -> None:
     code = (
-        "import sys, skillbank.cli as c; p = c.build_parser(); p.parse_args(['suites']); "
+        "import sys, skillbank.cli.main as c; p = c.build_parser(); p.parse_args(['suites']); "
         "print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -156,10 +159,10 @@ def test_exported_skill_runs_without_skillbank(tmp_path: Path) -> None:
     import numpy as np
     import torch
 
-    from skillbank.library import PolicyLibrary
-    from skillbank.lora import MultiLoraModel
+    from skillbank.algos.normalize import ObsNorm
+    from skillbank.library.core import PolicyLibrary
+    from skillbank.lora.layer import MultiLoraModel
     from skillbank.models import ActorCritic, ActorCriticConfig
-    from skillbank.normalize import ObsNorm
 
     torch.manual_seed(0)
     cfg = ActorCriticConfig(4, "discrete", 2, [16, 16])

@@ -7,9 +7,9 @@ import pytest
 import torch
 from interference_toy import toy_setting
 
-from skillbank.cli import main
+from skillbank.cli.interference import print_summary
+from skillbank.cli.main import main
 from skillbank.interference.analysis import taylor_terms
-from skillbank.interference.cli import print_summary
 from skillbank.interference.config import InterferenceConfig
 from skillbank.interference.experiment import run_experiment
 from skillbank.interference.summary import rollback_points, score_table, targets

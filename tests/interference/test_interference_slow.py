@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from skillbank.cli import main
+from skillbank.cli.main import main
 from skillbank.interference.summary import rollback_points
 
 

@@ -18,7 +18,7 @@ from skillbank.lm.model import (
     new_base,
 )
 from skillbank.lm.tokenizer import CharTokenizer
-from skillbank.peft_format import AdapterFormatError
+from skillbank.lora.peft_io import AdapterFormatError
 
 peft = pytest.importorskip("peft")
 

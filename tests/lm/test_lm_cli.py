@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from skillbank.cli import main
+from skillbank.cli.main import main
 
 
 def test_lm_cli_flow(tiny_base_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -162,8 +162,8 @@ def test_mixed_batch_scores_equal_per_skill_scores(tiny_lm: SlotLM) -> None:
 
 
 def test_grpo_step_with_kl_and_per_row_settings(tiny_lm: SlotLM) -> None:
+    from skillbank.algos.slot_adam import SlotAdam
     from skillbank.lm.grpo import GRPOConfig, collect, grpo_step, merge_batches
-    from skillbank.service.slot_adam import SlotAdam
 
     for k in (0, 1):
         init_slot(tiny_lm, k, rank=4, seed=k)

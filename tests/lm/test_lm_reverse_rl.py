@@ -23,8 +23,8 @@ import pytest
 import torch
 
 from proc_helpers import Procs, read_jsonl, wait_for
-from skillbank.cli import main as cli_main
-from skillbank.library import PolicyLibrary
+from skillbank.cli.main import main as cli_main
+from skillbank.library.core import PolicyLibrary
 from skillbank.lm.domains import get_domain
 from skillbank.lm.evaluate import library_lm, score
 from skillbank.service.paths import RunPaths

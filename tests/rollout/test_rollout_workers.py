@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from skillbank.algos.normalize import ObsNorm
 from skillbank.algos.ppo import PPOConfig
 from skillbank.models import ActorCritic, ActorCriticConfig
-from skillbank.normalize import ObsNorm
-from skillbank.rollout.collect import RolloutState, collect
-from skillbank.rollout.workers import ProcVecEnv, make_env, worker_seed
 from skillbank.tasks import NonFiniteError, TaskSpec, VecTaskEnv, parse_task
+from skillbank.tasks.workers import ProcVecEnv, make_env, worker_seed
+from skillbank.training.rollout import RolloutState, collect
 
 SPECS = [TaskSpec("cartpole"), parse_task("cartpole/long-pole")]
 

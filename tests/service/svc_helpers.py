@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from skillbank.lora import MultiLoraModel
+from skillbank.lora.layer import MultiLoraModel
 from skillbank.service.base import resolve_base, slot_model
 from skillbank.service.config import TrainerConfig, TrainerInfo, write_trainer_info
 from skillbank.service.paths import OutPaths, RunPaths

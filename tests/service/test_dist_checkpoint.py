@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from skillbank.cli.service import main as service_main
 from skillbank.service.checkpoint import (
     DIST_RANK,
     DIST_WORLD,
@@ -18,7 +19,6 @@ from skillbank.service.checkpoint import (
     save_rank_file,
     shard_tensors,
 )
-from skillbank.service.cli import main as service_main
 from skillbank.service.consolidate import consolidate
 from skillbank.service.paths import PathError, RunPaths, rank_files
 
@@ -109,7 +109,7 @@ def test_consolidate_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_trainer_launcher(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from skillbank.service.cli import build_parser, torchrun_command
+    from skillbank.cli.service import build_parser, torchrun_command
 
     args = build_parser().parse_args(["trainer", "--config", "t.toml", "--nproc", "3"])
     cmd = torchrun_command(args)

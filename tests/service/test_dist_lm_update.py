@@ -12,10 +12,10 @@ import torch
 import torch.distributed as tdist
 import torch.multiprocessing as tmp
 
+from skillbank.algos.slot_adam import SlotAdam
 from skillbank.lm import SlotLM, init_slot, load_base
 from skillbank.service.dist import Dist
 from skillbank.service.lm_update import lm_update
-from skillbank.service.slot_adam import SlotAdam
 from skillbank.service.update import RunBatch
 
 

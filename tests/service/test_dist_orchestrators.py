@@ -19,7 +19,7 @@ from skillbank.service.paths import RunPaths, steps
 def _start(procs: Procs, name: str, cwd: Path, *args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     log = open(procs.folder / f"{name}.log", "ab")  # noqa: SIM115  # owned by the process
-    cmd = [sys.executable, "-m", "skillbank.service.cli", *args]
+    cmd = [sys.executable, "-m", "skillbank.cli.service", *args]
     proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env)
     log.close()
     procs.started.append((name, proc))  # stopped by its pid at the end of the test

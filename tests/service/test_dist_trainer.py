@@ -108,7 +108,7 @@ def test_two_ranks_match_one_resume_and_consolidate(tmp_path: Path, procs: Procs
 
     # consolidate (CLI for a, function for b), then resume: 2 ranks on `two`, 1 on `three`
     folder = RunPaths(three, "a").checkpoint(4)
-    cmd = [sys.executable, "-m", "skillbank.service.cli", "consolidate", str(folder)]
+    cmd = [sys.executable, "-m", "skillbank.cli.service", "consolidate", str(folder)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "merged 2 rank files" in done.stdout, done.stderr
     assert consolidate(RunPaths(three, "b").checkpoint(4)) == (2, 4)

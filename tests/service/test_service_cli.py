@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from svc_helpers import fake_meta, fake_rollout, write_orch
 
-from skillbank.library import PolicyLibrary
-from skillbank.service.cli import build_parser, main
+from skillbank.cli.service import build_parser, main
+from skillbank.library.core import PolicyLibrary
 from skillbank.service.config import TrainerConfig
 from skillbank.service.rollout_io import write_rollout
 from skillbank.service.status import collect_rows
@@ -29,7 +29,7 @@ def test_every_verb_has_help(verb: list[str], capsys: pytest.CaptureFixture) -> 
 
 
 def test_cli_module_does_not_import_torch() -> None:
-    code = "import sys, skillbank.service.cli as c; c.build_parser(); print('torch' in sys.modules)"
+    code = "import sys, skillbank.cli.service as c; c.build_parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -11,9 +11,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from svc_helpers import fake_trainer, write_orch
 
-from skillbank import peft_format
 from skillbank.config import ConfigError
-from skillbank.lora import MultiLoraModel
+from skillbank.lora import peft_io
+from skillbank.lora.layer import MultiLoraModel
 from skillbank.models import ActorCritic, ActorCriticConfig
 from skillbank.service.checkpoint import adapter_state, load_rank_file, norm_from_tensors
 from skillbank.service.config import TrainerConfig
@@ -30,7 +30,7 @@ def _random_adapter(model: MultiLoraModel, folder: Path, rank: int = 4, base: st
             layer.lora_B[0, :, : int(layer.slot_rank[0])] = torch.randn(
                 layer.out_features, int(layer.slot_rank[0]), generator=g
             )
-    peft_format.save_adapter(model, 0, folder, base_model_name_or_path=base or str(folder))
+    peft_io.save_adapter(model, 0, folder, base_model_name_or_path=base or str(folder))
 
 
 def _same_adapter(x: dict, y: dict) -> bool:
@@ -52,7 +52,7 @@ def test_converted_adapter_is_resumed_exactly(tmp_path: Path) -> None:
     info, model = fake_trainer(out)
     _random_adapter(model, tmp_path / "skill", base=info.base_dir)  # local: no hub lookup
     _peft_resave(model, tmp_path / "skill", tmp_path / "peft")
-    given = peft_format.read_adapter(tmp_path / "peft").state
+    given = peft_io.read_adapter(tmp_path / "peft").state
     norm = tmp_path / "norm.json"
     norm.write_text('{"mean": [0, 1, 2, 3], "var": [1, 2, 3, 4], "count": 50}')
     folder = convert_adapter(tmp_path / "peft", out / "run_w", obs_norm=norm)
@@ -63,14 +63,14 @@ def test_converted_adapter_is_resumed_exactly(tmp_path: Path) -> None:
     assert not any(k.startswith("optim.") for k in tensors)
     assert int(tensors["run.step"]) == 0 and norm_from_tensors(tensors)["count"] == 50
     assert _same_adapter(adapter_state(tensors, run.rank_file(0)), given)
-    assert _same_adapter(peft_format.read_adapter(run.weight(0)).state, given)
+    assert _same_adapter(peft_io.read_adapter(run.weight(0)).state, given)
 
     write_orch(out, "w", task="cartpole", max_steps=5)
     trainer = Trainer(TrainerConfig(output_dir=str(out), base_task="cartpole"), tmp_path / "t.toml")
     try:
         trainer.tick()
         assert trainer.registry.live["w"].step == 0
-        first = peft_format.read_adapter(run.broadcast(0)).state
+        first = peft_io.read_adapter(run.broadcast(0)).state
         assert _same_adapter(first, given)
         assert run.broadcast_stable(0).is_file()
     finally:
@@ -87,17 +87,17 @@ def test_converter_rejects_bad_inputs(tmp_path: Path) -> None:
     # an adapter for another base: shapes do not fit
     other = MultiLoraModel(ActorCritic(ActorCriticConfig(4, "discrete", 2, [8])), 1, 4)
     _random_adapter(other, tmp_path / "small")
-    with pytest.raises(peft_format.AdapterFormatError, match="shape") as err:
+    with pytest.raises(peft_io.AdapterFormatError, match="shape") as err:
         convert_adapter(tmp_path / "small", out / "run_a")
     assert "adapter_model.safetensors" in str(err.value)
     # rank above the trainer's capacity (16)
     big = MultiLoraModel(model.plain_base(), 1, 32)
     _random_adapter(big, tmp_path / "big", rank=32)
-    with pytest.raises(peft_format.AdapterFormatError, match="capacity"):
+    with pytest.raises(peft_io.AdapterFormatError, match="capacity"):
         convert_adapter(tmp_path / "big", out / "run_a")
     # not an adapter
     (tmp_path / "empty").mkdir()
-    with pytest.raises(peft_format.AdapterFormatError, match="adapter_config.json"):
+    with pytest.raises(peft_io.AdapterFormatError, match="adapter_config.json"):
         convert_adapter(tmp_path / "empty", out / "run_a")
     # full modules (modules_to_save) cannot live in a slot
     _random_adapter(model, tmp_path / "mts")
@@ -107,6 +107,6 @@ def test_converter_rejects_bad_inputs(tmp_path: Path) -> None:
     weights = tmp_path / "mts" / "adapter_model.safetensors"
     tensors = load_file(str(weights))
     save_file({**tensors, "base_model.model.head.weight": torch.zeros(2, 2)}, str(weights))
-    with pytest.raises(peft_format.AdapterFormatError, match="modules_to_save"):
+    with pytest.raises(peft_io.AdapterFormatError, match="modules_to_save"):
         convert_adapter(tmp_path / "mts", out / "run_a")
     assert not (out / "run_a").exists()  # nothing written on error

@@ -13,7 +13,7 @@ import torch
 from svc_helpers import status, write_orch, write_trainer_toml
 
 from proc_helpers import Procs, read_jsonl, wait_for
-from skillbank import peft_format
+from skillbank.lora import peft_io
 from skillbank.service.checkpoint import adapter_state, load_rank_file
 from skillbank.service.paths import OutPaths, RunPaths, stable_steps, steps
 from skillbank.service.rollout_io import read_rollout
@@ -33,11 +33,11 @@ def _same(x: dict, y: dict) -> bool:
 def _check_readable(run: RunPaths) -> None:
     """Everything published (STABLE, or a renamed rollout folder) reads cleanly."""
     for step in stable_steps(run.broadcasts):
-        peft_format.read_adapter(run.broadcast(step))
+        peft_io.read_adapter(run.broadcast(step))
     for step in stable_steps(run.checkpoints):
         load_rank_file(run.rank_file(step))
         assert run.weight_stable(step).is_file()
-        peft_format.read_adapter(run.weight(step))
+        peft_io.read_adapter(run.weight(step))
     for step in steps(run.rollouts):
         read_rollout(run, step, 4, "discrete", 2)
 
@@ -73,7 +73,7 @@ def test_kill9_at_five_moments(tmp_path: Path, procs: Procs) -> None:
     trainer = procs.start("trainer", "trainer", "--config", str(toml))
     orchs = [procs.start(f"orch_{r.name}", "orchestrator", "--run", str(r.root)) for r in runs]
     wait_for(lambda: all(r.broadcast_stable(0).is_file() for r in runs), 60, "admitted", [trainer])
-    fresh = {r.name: peft_format.read_adapter(r.broadcast(0)).state for r in runs}
+    fresh = {r.name: peft_io.read_adapter(r.broadcast(0)).state for r in runs}
 
     def step_of(name: str) -> int:
         return int(status(out).get(name, {}).get("step", -1))
@@ -112,16 +112,16 @@ def test_kill9_at_five_moments(tmp_path: Path, procs: Procs) -> None:
             step = expected[run.name]
             if step is None:
                 assert event["event"] == "started", (what, event)
-                got = peft_format.read_adapter(run.broadcast(0)).state
+                got = peft_io.read_adapter(run.broadcast(0)).state
                 assert _same(got, fresh[run.name]), what  # the same seeded initial adapter
                 continue
             assert event["event"] == "resumed" and event["step"] == step, (what, event)
             stable = run.broadcast_stable(step)
             wait_for(lambda f=stable, t=restart: f.stat().st_mtime >= t - 1, 10, "rewritten")
-            published = peft_format.read_adapter(run.broadcast(step)).state
+            published = peft_io.read_adapter(run.broadcast(step)).state
             tensors = load_rank_file(run.rank_file(step))
             assert _same(published, adapter_state(tensors, run.rank_file(step))), what
-            assert _same(published, peft_format.read_adapter(run.weight(step)).state), what
+            assert _same(published, peft_io.read_adapter(run.weight(step)).state), what
         assert all(o.poll() is None for o in orchs), f"{what}: an orchestrator stopped"
 
     for orch in orchs:

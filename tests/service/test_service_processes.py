@@ -21,7 +21,7 @@ from svc_helpers import (
 )
 
 from proc_helpers import Procs, read_jsonl, wait_for
-from skillbank import peft_format
+from skillbank.lora import peft_io
 from skillbank.service.checkpoint import write_broadcast
 from skillbank.service.paths import OutPaths, RunPaths, steps
 from skillbank.service.rollout_io import write_rollout
@@ -70,7 +70,7 @@ def _publish_raw(run: RunPaths, step: int, tensors: dict, truncate: bool = False
 
 
 def _adapter(run: RunPaths, step: int) -> list[torch.Tensor]:
-    state = peft_format.read_adapter(run.broadcast(step)).state
+    state = peft_io.read_adapter(run.broadcast(step)).state
     return [t for k in sorted(state) for t in state[k][:2]]
 
 

@@ -13,7 +13,7 @@ import torch
 from svc_helpers import fake_meta, fake_rollout, write_orch
 
 from proc_helpers import read_jsonl
-from skillbank import peft_format
+from skillbank.lora import peft_io
 from skillbank.service.checkpoint import load_rank_file
 from skillbank.service.config import TrainerConfig
 from skillbank.service.paths import RunPaths
@@ -51,7 +51,7 @@ def tick(t: Trainer) -> None:
 
 
 def adapter(run: RunPaths, step: int) -> dict:
-    return peft_format.read_adapter(run.broadcast(step)).state
+    return peft_io.read_adapter(run.broadcast(step)).state
 
 
 def same(x: dict, y: dict) -> bool:
@@ -108,7 +108,7 @@ def test_resume_from_newest_stable_checkpoint_exactly(out: Path, make_trainer: M
     tick(t2)
     assert t2.registry.live["a"].step == 4
     assert not run.broadcast(5).exists()
-    assert same(adapter(run, 4), peft_format.read_adapter(run.weight(4)).state)
+    assert same(adapter(run, 4), peft_io.read_adapter(run.weight(4)).state)
     for a_key in [k for k in saved if k.startswith("lora.") and k.endswith(".A")]:
         path = a_key[5:-2]
         a, b, _ = t2.model.slot_state(0)[path]

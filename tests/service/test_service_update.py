@@ -7,9 +7,9 @@ import torch
 from svc_helpers import fake_rollout
 
 from skillbank.algos.ppo import PPOConfig
-from skillbank.lora import MultiLoraModel
+from skillbank.algos.slot_adam import SlotAdam
+from skillbank.lora.layer import MultiLoraModel
 from skillbank.models import ActorCritic, ActorCriticConfig
-from skillbank.service.slot_adam import SlotAdam
 from skillbank.service.update import RunBatch, batched_update
 
 

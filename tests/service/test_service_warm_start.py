@@ -17,17 +17,17 @@ import torch
 from svc_helpers import status, write_orch, write_trainer_toml
 
 from proc_helpers import Procs, read_jsonl, wait_for
-from skillbank import peft_format
+from skillbank.algos.normalize import ObsNorm
 from skillbank.algos.ppo import PPOConfig
-from skillbank.lora import MultiLoraModel
-from skillbank.normalize import ObsNorm
-from skillbank.rollout.collect import evaluate
+from skillbank.lora import peft_io
+from skillbank.lora.layer import MultiLoraModel
 from skillbank.service.base import load_base, slot_model
 from skillbank.service.checkpoint import load_rank_file, norm_from_tensors
 from skillbank.service.config import read_trainer_info
 from skillbank.service.paths import OutPaths, RunPaths
 from skillbank.tasks import make_vec_env, parse_task
-from skillbank.train import LoraBank, train_ppo
+from skillbank.training.loop import LoraBank, train_ppo
+from skillbank.training.rollout import evaluate
 
 pytestmark = pytest.mark.slow
 
@@ -68,24 +68,24 @@ def test_peft_adapter_warm_starts_a_run(tmp_path: Path, procs: Procs) -> None:
     result = train_ppo(LoraBank(model, [0]), [parse_task(TASK)], cfg, "discrete", seed=0)
     norm = result.norms[0]
     own = _score(model, norm, seed=1)
-    peft_format.save_adapter(model, 0, tmp_path / "skill", base_model_name_or_path=info.base_dir)
+    peft_io.save_adapter(model, 0, tmp_path / "skill", base_model_name_or_path=info.base_dir)
     from peft import PeftModel
 
     peft_model = PeftModel.from_pretrained(model.plain_base(), str(tmp_path / "skill"))
     peft_model.save_pretrained(str(tmp_path / "peft"))
-    given = peft_format.read_adapter(tmp_path / "peft").state
+    given = peft_io.read_adapter(tmp_path / "peft").state
     (tmp_path / "norm.json").write_text(json.dumps(norm.to_dict()))
 
     # 2. convert, then start the run from it
     run = RunPaths(out, "warm")
-    cmd = [sys.executable, "-m", "skillbank.service.cli", "convert-adapter"]
+    cmd = [sys.executable, "-m", "skillbank.cli.service", "convert-adapter"]
     cmd += [str(tmp_path / "peft"), str(run.root), "--obs-norm", str(tmp_path / "norm.json")]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     write_orch(out, "warm", task=TASK, max_steps=15, learning_rate=3e-4)
     orch = procs.start("orch", "orchestrator", "--run", str(run.root))
     wait_for(run.broadcast_stable(0).is_file, 60, "first broadcast", [trainer, orch])
-    assert _same(peft_format.read_adapter(run.broadcast(0)).state, given)  # bit-exact
+    assert _same(peft_io.read_adapter(run.broadcast(0)).state, given)  # bit-exact
     resumed = [e for e in read_jsonl(paths.trainer_log) if e["event"] == "resumed"]
     assert resumed and resumed[0]["step"] == 0 and "fresh optimiser" in resumed[0]["message"]
 
@@ -98,7 +98,7 @@ def test_peft_adapter_warm_starts_a_run(tmp_path: Path, procs: Procs) -> None:
     final = run.newest_stable_checkpoint()
     assert final == 15
     after = slot_model(load_base(info), info, 1)
-    peft_format.load_adapter(after, 0, run.weight(final))
+    peft_io.load_adapter(after, 0, run.weight(final))
     norm_after = ObsNorm.from_dict(norm_from_tensors(load_rank_file(run.rank_file(final))))
     score = _score(after, norm_after, seed=2)
     # noise: 3 standard errors of the two estimates, but at least the update-to-update

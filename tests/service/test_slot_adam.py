@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from skillbank.service.slot_adam import SlotAdam
+from skillbank.algos.slot_adam import SlotAdam
 
 
 @pytest.mark.parametrize("num_slots, slot", [(1, 0), (4, 2)])

@@ -12,58 +12,57 @@ multi-LoRA layers take their fast path.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from typing import Protocol
+from typing import Annotated, Protocol
 
 import torch
+from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt
 from torch import Tensor
 
+from skillbank.config import Config
 from skillbank.models.actor_critic import log_prob_entropy
 
+Unit = Annotated[float, Field(ge=0.0, le=1.0)]
 
-@dataclass
-class PPOConfig:
+
+class PPOConfig(Config):
     """PPO hyperparameters (CleanRL defaults unless noted)."""
 
-    total_steps: int = 100_000
+    total_steps: PositiveInt = 100_000
     """Environment steps per task."""
-    envs_per_task: int = 8
+    envs_per_task: PositiveInt = 8
     """Parallel environments per task."""
-    rollout_steps: int = 128
+    rollout_steps: PositiveInt = 128
     """Steps per environment between updates."""
-    learning_rate: float = 2.5e-4
+    learning_rate: NonNegativeFloat = 2.5e-4
     """Adam learning rate (annealed linearly to 0 when ``anneal_lr``)."""
     anneal_lr: bool = True
     """Linearly decay the learning rate over the run."""
-    gamma: float = 0.99
+    gamma: Unit = 0.99
     """Discount factor."""
-    gae_lambda: float = 0.95
+    gae_lambda: Unit = 0.95
     """GAE lambda."""
-    num_minibatches: int = 4
+    num_minibatches: PositiveInt = 4
     """Minibatches per epoch."""
-    update_epochs: int = 4
+    update_epochs: PositiveInt = 4
     """Passes over each rollout."""
-    clip_coef: float = 0.2
+    clip_coef: NonNegativeFloat = 0.2
     """Surrogate clipping range."""
     clip_vloss: bool = True
     """Clip the value loss around the old values."""
     ent_coef: float = 0.01
     """Entropy bonus."""
-    vf_coef: float = 0.5
+    vf_coef: NonNegativeFloat = 0.5
     """Value-loss weight."""
-    max_grad_norm: float = 0.5
+    max_grad_norm: PositiveFloat = 0.5
     """Gradient-norm clip, applied per task (per slot or per full copy)."""
     norm_adv: bool = True
     """Normalise advantages per minibatch and task."""
     target_kl: float | None = None
     """Stop the epoch loop early when approx_kl exceeds this."""
-    adam_eps: float = 1e-5
+    adam_eps: PositiveFloat = 1e-5
     """Adam epsilon."""
     normalize_reward: bool = False
     """Scale rewards by the running std of the discounted return (use for Box tasks)."""
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def gae(

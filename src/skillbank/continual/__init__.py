@@ -6,6 +6,6 @@ Continual World metrics (``metrics.py``: average performance P, forgetting F, fo
 transfer FT, the matrix R) with a bootstrap interval over seeds (``summary.py``), plus the
 memory and wall time of each strategy, in ``results.json`` and ``report.html``.
 
-This package imports nothing heavy at import time: ``skillbank.continual.cli`` must stay
+This package imports nothing heavy at import time: ``skillbank.cli.continual`` must stay
 cheap to import (the CLI parses arguments before torch is loaded).
 """

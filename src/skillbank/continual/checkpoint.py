@@ -14,6 +14,7 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from skillbank.algos.normalize import ObsNorm
 from skillbank.continual.paths import (
     norms_file,
     progress_file,
@@ -21,8 +22,7 @@ from skillbank.continual.paths import (
     task_index,
     tensors_file,
 )
-from skillbank.library import atomic_write_json, read_json
-from skillbank.normalize import ObsNorm
+from skillbank.io import read_json, write_json
 
 
 def save_state(
@@ -35,8 +35,8 @@ def save_state(
     tmp = folder / ".tensors.tmp"
     save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(tmp))
     tmp.replace(tensors_file(folder))
-    atomic_write_json(norms_file(folder), [n.to_dict() for n in norms])
-    atomic_write_json(progress_file(folder), progress)
+    write_json(norms_file(folder), [n.to_dict() for n in norms])
+    write_json(progress_file(folder), progress)
     stable_file(folder).write_text("ok\n")
     j = task_index(folder)
     for other in folder.parent.glob("task_*"):

@@ -133,6 +133,6 @@ class ContinualConfig:
 
 def load_toml(path: Path, base: ContinualConfig) -> ContinualConfig:
     """``base`` updated with the ``[continual]`` table of a TOML file (fields type-checked)."""
-    from skillbank.config import load_table
+    from skillbank._legacy_config import load_table
 
     return load_table(path, "continual", base)

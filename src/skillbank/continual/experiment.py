@@ -17,7 +17,7 @@ from skillbank.continual.rollouts import random_policy_return
 from skillbank.continual.runner import run_joint, run_reference, run_sequence
 from skillbank.continual.strategies import Context, get_strategy
 from skillbank.continual.window import EVAL_SEED, Schedule
-from skillbank.library import atomic_write_json, nan_to_none, read_json
+from skillbank.io import nan_to_none, read_json, write_json
 from skillbank.tasks import TaskSpec, get_suite
 
 FORMAT = "skillbank-continual/1"
@@ -56,13 +56,13 @@ def prepare_folder(paths: RunPaths, config: ContinualConfig, resume: bool, overw
         if diff:
             pairs = "; ".join(f"{k}: {getattr(old, k)!r} -> {getattr(config, k)!r}" for k in diff)
             raise ValueError(f"{paths.config}: cannot resume with a different config ({pairs})")
-    atomic_write_json(paths.config, config.to_dict())
+    write_json(paths.config, config.to_dict())
 
 
 def make_context(config: ContinualConfig, specs: list[TaskSpec], seed: int) -> Context:
     """Shapes and PPO settings of the sequence: ``default_ppo(spec, "base")`` for full
     networks, ``default_ppo(spec, "lora")`` for skills, ``steps_per_task`` steps each."""
-    from skillbank.workflows import default_ppo, spaces_of
+    from skillbank.recipes.workflows import default_ppo, spaces_of
 
     shapes = {spaces_of(s)[:3] for s in specs}
     if len(shapes) != 1:
@@ -71,12 +71,12 @@ def make_context(config: ContinualConfig, specs: list[TaskSpec], seed: int) -> C
     over = {"total_steps": config.steps_per_task}
     if config.envs_per_task is not None:
         over["envs_per_task"] = config.envs_per_task
-    full = replace(default_ppo(specs[0], "base"), **over)
-    lora = replace(default_ppo(specs[0], "lora"), **over)
+    full = default_ppo(specs[0], "base").replace(**over)
+    lora = default_ppo(specs[0], "lora").replace(**over)
     if config.full_lr is not None:
-        full = replace(full, learning_rate=config.full_lr)
+        full = full.replace(learning_rate=config.full_lr)
     if config.lora_lr is not None:
-        lora = replace(lora, learning_rate=config.lora_lr)
+        lora = lora.replace(learning_rate=config.lora_lr)
     if full.envs_per_task * full.rollout_steps != lora.envs_per_task * lora.rollout_steps:
         raise ValueError("full and LoRA PPO settings must collect the same steps per update")
     return Context(specs, config, kind, obs_dim, dim, full, lora, seed)
@@ -211,4 +211,4 @@ def save_results(paths: RunPaths, results: dict[str, Any]) -> None:
 
     if "normalisation" in results:
         results["summary"] = summarise(results)
-    atomic_write_json(paths.results, nan_to_none(results))
+    write_json(paths.results, nan_to_none(results))

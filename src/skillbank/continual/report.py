@@ -15,7 +15,7 @@ from skillbank.continual.summary import (
     summarise,
     task_curve,
 )
-from skillbank.report import html_table, img, png_data_uri, write_html
+from skillbank.reporting.html import html_table, img, png_data_uri, write_html
 
 ANCHOR = [
     ["PackNet", "0.80", "0.00", "0.18"],
@@ -193,7 +193,7 @@ def write_report(results: dict[str, Any], path: Path) -> None:
 def rebuild(folder: Path) -> Path:
     """``skillbank report DIR``: report.html from DIR/results.json."""
     from skillbank.continual.paths import RunPaths
-    from skillbank.library import read_json
+    from skillbank.io import read_json
 
     paths = RunPaths(folder)
     results = read_json(paths.results)

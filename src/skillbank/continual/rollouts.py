@@ -6,10 +6,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from skillbank.algos.normalize import ObsNorm, normalize_rows, stack_norms
 from skillbank.models.actor_critic import make_distribution
-from skillbank.normalize import ObsNorm, normalize_rows, stack_norms
-from skillbank.rollout.collect import Forward
 from skillbank.tasks import TaskSpec, make_vec_env
+from skillbank.training.rollout import Forward
 
 
 def sample_action(action_kind: str, policy_out: Tensor, generator: torch.Generator) -> Tensor:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from skillbank.algos.normalize import ObsNorm
 from skillbank.continual.checkpoint import latest_state, load_state, save_state
 from skillbank.continual.paths import RunPaths, stable_file
 from skillbank.continual.progress import ContinualProgress
@@ -26,8 +27,7 @@ from skillbank.continual.window import (
     train_window,
 )
 from skillbank.models import ActorCritic, ActorCriticConfig
-from skillbank.normalize import ObsNorm
-from skillbank.train import FullBank
+from skillbank.training.loop import FullBank
 
 
 def new_network(ctx: Context, seed: int) -> ActorCritic:
@@ -219,7 +219,7 @@ def run_reference(
 ) -> dict[str, Any]:
     """Task ``task`` alone, from scratch (random init, full network, same steps, PPO
     settings and ``keep_best`` rule as the sequence's full networks); own seed stream."""
-    from skillbank.library import atomic_write_json, read_json
+    from skillbank.io import read_json, write_json
 
     path = paths.reference(ctx.seed, task)
     if path.is_file():
@@ -252,5 +252,5 @@ def run_reference(
         on_update=lambda row: progress.advance("reference", sched.batch),
     )
     out = {"task": task, "seed": seed, "steps": steps, "mean": means, "final": means[-1]}
-    atomic_write_json(path, out)
+    write_json(path, out)
     return out

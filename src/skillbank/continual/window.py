@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from skillbank.algos.normalize import ObsNorm
 from skillbank.algos.ppo import PPOConfig
 from skillbank.continual.strategies.base import Context, ExtraLoss, Forward
-from skillbank.normalize import ObsNorm
 from skillbank.tasks import TaskSpec
-from skillbank.train import evaluate_bank, train_ppo
+from skillbank.training.loop import evaluate_bank, train_ppo
 
 EVAL_SEED = 424_242
 """Evaluation episodes use seeds derived from this (the same at every evaluation)."""

@@ -1,6 +1,6 @@
 """The control case: one actor-critic (full weights, or one shared LoRA adapter on a base
 trained on the first task) trained on a suite's tasks in order with the project's PPO loop
-(``skillbank.train.train_ppo``), wrapped as a ``Setting``.
+(``skillbank.training.loop.train_ppo``), wrapped as a ``Setting``.
 
 Smooth loss of task A: ``KL(pi_{theta_A}(.|s) || pi_theta(.|s))`` averaged over states s
 visited by the policy at theta_A on A (sampled actions, A's observation statistics). It is
@@ -19,14 +19,14 @@ from torch import Tensor, nn
 from torch.distributions import kl_divergence
 from torch.func import functional_call
 
+from skillbank.algos.normalize import ObsNorm
 from skillbank.interference.measures import NeuronPart
 from skillbank.interference.setting import Domain, Setting, identity_effective
-from skillbank.lora import MultiLoraModel
+from skillbank.lora.layer import MultiLoraModel
 from skillbank.models import ActorCritic, ActorCriticConfig
 from skillbank.models.actor_critic import make_distribution
-from skillbank.normalize import ObsNorm
 from skillbank.tasks import TaskSpec
-from skillbank.train import FullBank, LoraBank, evaluate_bank, train_ppo
+from skillbank.training.loop import FullBank, LoraBank, evaluate_bank, train_ppo
 
 EVAL_SEED = 515_151
 """Greedy evaluation episodes use seeds derived from this."""
@@ -88,7 +88,7 @@ class ControlModel:
     """The network, its shared parameters and the PPO pieces every domain uses."""
 
     def __init__(self, opts: ControlOptions) -> None:
-        from skillbank.workflows import config_with, default_ppo, spaces_of
+        from skillbank.recipes.workflows import config_with, default_ppo, spaces_of
 
         self.opts = opts
         obs_dim, self.kind, action_dim, self.max_return = spaces_of(opts.specs[0])
@@ -175,7 +175,7 @@ class ControlDomain:
         return self.m.last_norm or ObsNorm.identity(self.m.net.config.obs_dim)
 
     def train(self, steps: int, seed: int, sequence: bool) -> dict[str, Any]:
-        from skillbank.workflows import config_with
+        from skillbank.recipes.workflows import config_with
 
         m = self.m
         cfg = config_with(m.ppo, total_steps=steps)

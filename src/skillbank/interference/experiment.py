@@ -30,7 +30,7 @@ from skillbank.interference.repair import (
     top_coordinates,
 )
 from skillbank.interference.setting import Setting
-from skillbank.library import atomic_write_json, nan_to_none
+from skillbank.io import nan_to_none, write_json
 
 Theta = Mapping[str, Tensor]
 
@@ -302,7 +302,7 @@ def run_experiment(
         "rollback": rb,
         "wall_time_s": time.perf_counter() - started,
     }
-    atomic_write_json(paths.results, nan_to_none(results))  # strict JSON: NaN -> null
+    write_json(paths.results, nan_to_none(results))  # strict JSON: NaN -> null
     from skillbank.interference.report import write_report
 
     write_report(results, paths.report)

@@ -16,7 +16,7 @@ from skillbank.interference.summary import (
     score_table,
     targets,
 )
-from skillbank.report import html_table, img, png_data_uri, write_html
+from skillbank.reporting.html import html_table, img, png_data_uri, write_html
 
 PUBLISHED = (
     "Published (multi-domain RL on an LLM, Code -> Math -> QA -> Creative Writing on one set "
@@ -379,7 +379,7 @@ def write_report(res: dict[str, Any], path: Path) -> None:
 def load_results(folder: Path) -> dict[str, Any]:
     """DIR/results.json of ``skillbank interference`` (format checked; nulls in the
     per-pair measures back to NaN)."""
-    from skillbank.library import read_json
+    from skillbank.io import read_json
 
     paths = RunPaths(folder)
     res = read_json(paths.results)

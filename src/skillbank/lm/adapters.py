@@ -11,9 +11,9 @@ from typing import Any
 
 import torch
 
-from skillbank import peft_format
-from skillbank.library import atomic_write_json
+from skillbank.io import write_json
 from skillbank.lm.model import SlotLM, check_fingerprint
+from skillbank.lora import peft_io
 
 SKILL_JSON = "skill.json"
 
@@ -33,10 +33,8 @@ def save_lm_adapter(
 ) -> Path:
     """Write slot ``slot`` as a PEFT adapter (task_type CAUSAL_LM) + ``skill.json``."""
     folder = Path(folder)
-    peft_format.save_adapter(
-        lm.mm, slot, folder, base_path, extra_config={"task_type": "CAUSAL_LM"}
-    )
-    atomic_write_json(folder / SKILL_JSON, {**(meta or {}), "base": lm.fingerprint()})
+    peft_io.save_adapter(lm.mm, slot, folder, base_path, extra_config={"task_type": "CAUSAL_LM"})
+    write_json(folder / SKILL_JSON, {**(meta or {}), "base": lm.fingerprint()})
     return folder
 
 
@@ -61,5 +59,5 @@ def load_lm_adapter(lm: SlotLM, slot: int, folder: str | os.PathLike) -> dict[st
     meta = read_skill_json(folder)
     if isinstance(meta.get("base"), dict):
         check_fingerprint(folder / SKILL_JSON, meta["base"], lm.fingerprint())
-    peft_format.load_adapter(lm.mm, slot, folder)
+    peft_io.load_adapter(lm.mm, slot, folder)
     return meta

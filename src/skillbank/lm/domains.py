@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
+from skillbank.errors import SkillbankError
+
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
@@ -159,7 +161,7 @@ for _cls in (Reverse, Sort, Add, Caesar):
     register(_cls)
 
 
-class UnknownDomainError(KeyError):
+class UnknownDomainError(SkillbankError, KeyError):
     """A domain name that is not registered."""
 
     def __str__(self) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from skillbank.library import PolicyLibrary
+from skillbank.library.core import PolicyLibrary
 from skillbank.lm.domains import Domain, Example
 from skillbank.lm.model import LM_TARGETS, SlotLM, base_kwargs
 from skillbank.lm.sample import generate

@@ -24,11 +24,11 @@ import torch
 from torch import Tensor
 
 from skillbank.algos.ppo import clip_grad_norm_per_slot
+from skillbank.algos.slot_adam import SlotAdam
 from skillbank.lm.domains import Domain, Example
 from skillbank.lm.model import SlotLM
 from skillbank.lm.sample import generate, token_logprobs
-from skillbank.lora import MultiLoraModel
-from skillbank.service.slot_adam import SlotAdam
+from skillbank.lora.layer import MultiLoraModel
 
 
 @dataclass

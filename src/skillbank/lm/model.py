@@ -23,8 +23,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from skillbank.errors import SkillbankError
 from skillbank.lm.tokenizer import BOS, EOS, PAD, CharTokenizer
-from skillbank.lora import MultiLoraModel
+from skillbank.lora.layer import MultiLoraModel
 
 LM_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 DEFAULT_BASE = Path(__file__).parent / "assets" / "tiny-lm"
@@ -32,7 +33,7 @@ FINGERPRINT_KEYS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layer
 """Base properties an adapter records (``skill.json`` field ``base``) and is checked against."""
 
 
-class BaseMismatchError(ValueError):
+class BaseMismatchError(SkillbankError, ValueError):
     """An adapter made for a different base (vocabulary, hidden size, ...)."""
 
 

@@ -16,12 +16,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from skillbank.errors import SkillbankError
 from skillbank.lm.model import SlotLM
 from skillbank.lm.tokenizer import EOS, PAD
-from skillbank.lora import MultiLoraModel
+from skillbank.lora.layer import MultiLoraModel
 
 
-class PromptTooLongError(ValueError):
+class PromptTooLongError(SkillbankError, ValueError):
     """A prompt that leaves no room for an answer in the model's context."""
 
 

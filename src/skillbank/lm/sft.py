@@ -16,10 +16,10 @@ import torch
 from torch import Tensor
 
 from skillbank.algos.ppo import clip_grad_norm_per_slot
+from skillbank.algos.slot_adam import SlotAdam
 from skillbank.lm.domains import Domain, Example
 from skillbank.lm.model import SlotLM
 from skillbank.lm.sample import encode_prompts, token_logprobs
-from skillbank.service.slot_adam import SlotAdam
 
 
 @dataclass

@@ -13,8 +13,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from skillbank.config import ConfigError
-from skillbank.library import LibraryError, load_policy
-from skillbank.lora import MultiLoraModel
+from skillbank.library.core import LibraryError, load_policy
+from skillbank.lora.layer import MultiLoraModel
 from skillbank.service.config import TrainerConfig, TrainerInfo, task_spaces
 from skillbank.service.files import read_json_object, staging_dir, write_json_atomic
 from skillbank.service.paths import OutPaths

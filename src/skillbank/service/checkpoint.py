@@ -33,7 +33,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from skillbank import peft_format
+from skillbank.errors import SkillbankError
+from skillbank.lora import peft_io
 from skillbank.service.files import (
     ensure_subdir,
     mark_stable,
@@ -48,7 +49,7 @@ from skillbank.service.paths import RunPaths, rank_file_name
 LoraState = dict[str, tuple[Tensor, Tensor, float]]
 
 
-class CheckpointError(ValueError):
+class CheckpointError(SkillbankError, ValueError):
     """A checkpoint file the trainer cannot use; the message names the file and the key."""
 
     def __init__(self, path: Path, problem: str, key: str | None = None) -> None:
@@ -258,7 +259,7 @@ def write_checkpoint(
 
 def write_peft(folder: Path, state: LoraState, base_name: str) -> None:
     live = {p: s for p, s in state.items() if s[0].shape[0] > 0}
-    peft_format.write_adapter(folder, {"base_model_name_or_path": base_name}, live)
+    peft_io.write_adapter(folder, {"base_model_name_or_path": base_name}, live)
 
 
 def write_broadcast(

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from skillbank.config import ConfigError, read_toml, update_dataclass
+from skillbank._legacy_config import update_dataclass
+from skillbank.config import ConfigError, read_toml, validate_table
 from skillbank.service.files import read_json_object, write_json_atomic
 
 TRAINER_PPO_FIELDS = (
@@ -94,7 +95,7 @@ def load_trainer_config(path: Path, out: str | None = None) -> TrainerConfig:
             )
     from skillbank.algos.ppo import PPOConfig  # imports torch: only the trainer gets here
 
-    update_dataclass(PPOConfig(), ppo, f"{path} [ppo]")
+    validate_table(PPOConfig, ppo, f"{path} [ppo]")
     cfg.ppo = dict(ppo)
     if out is not None:
         cfg.output_dir = out

@@ -14,10 +14,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from skillbank import peft_format
+from skillbank.algos.normalize import ObsNorm
 from skillbank.config import ConfigError
-from skillbank.library import read_json
-from skillbank.normalize import ObsNorm
+from skillbank.io import read_json
+from skillbank.lora import peft_io
 from skillbank.service.base import base_name, file_sha256, load_base, slot_model
 from skillbank.service.checkpoint import write_checkpoint
 from skillbank.service.config import TrainerInfo, read_trainer_info
@@ -96,17 +96,17 @@ def convert_adapter(
             f"{out.trainer_json}: file not found: start the trainer on this outputs folder "
             "first (it writes the file), or pass --library LIB"
         )
-    adapter = peft_format.read_adapter(adapter_dir)
+    adapter = peft_io.read_adapter(adapter_dir)
     check_base_record(adapter_dir / "skill.json", info)
     if adapter.modules_to_save:
-        raise peft_format.AdapterFormatError(
-            adapter_dir / peft_format.ADAPTER_CONFIG,
+        raise peft_io.AdapterFormatError(
+            adapter_dir / peft_io.ADAPTER_CONFIG,
             f"full modules {sorted(adapter.modules_to_save)} are not supported: a trainer "
             "slot holds LoRA weights only",
             "modules_to_save",
         )
     model = slot_model(load_base(info), info, 1)
-    peft_format.apply_adapter(model, 0, adapter, source=adapter_dir)
+    peft_io.apply_adapter(model, 0, adapter, source=adapter_dir)
     obs_dim = int(info.base_kwargs.get("obs_dim", 0))
     norm = None
     skill_json = adapter_dir / "skill.json"

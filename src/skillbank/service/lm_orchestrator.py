@@ -20,11 +20,11 @@ from collections import deque
 
 import torch
 
-from skillbank import peft_format
 from skillbank.lm.domains import get_domain
 from skillbank.lm.grpo import GRPOConfig, collect
 from skillbank.lm.model import SlotLM
 from skillbank.lm.tokenizer import CharTokenizer
+from skillbank.lora import peft_io
 from skillbank.service.base import load_base, slot_model
 from skillbank.service.config import TrainerInfo
 from skillbank.service.files import append_jsonl
@@ -38,8 +38,8 @@ def load_broadcast(lm: SlotLM, run: RunPaths, step: int) -> bool:
     """Load broadcast ``step`` into slot 0; False if it vanished or is unreadable."""
     folder = run.broadcast(step)
     try:
-        peft_format.apply_adapter(lm.mm, 0, peft_format.read_adapter(folder), source=folder)
-    except (peft_format.AdapterFormatError, OSError) as e:
+        peft_io.apply_adapter(lm.mm, 0, peft_io.read_adapter(folder), source=folder)
+    except (peft_io.AdapterFormatError, OSError) as e:
         print(f"[orchestrator] broadcast {step} unreadable, retrying: {e}", file=sys.stderr)
         return False
     return True

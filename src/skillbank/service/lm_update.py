@@ -20,8 +20,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from skillbank.algos.slot_adam import SlotAdam
 from skillbank.lm.grpo import GRPOConfig, grpo_step, merge_batches
-from skillbank.lora import MultiLoraModel
+from skillbank.lora.layer import MultiLoraModel
 from skillbank.service.config import TrainerInfo
 from skillbank.service.lm_config import LMRunConfig
 from skillbank.service.paths import RunPaths
@@ -33,7 +34,6 @@ from skillbank.service.rollout_io import (
     load_tensors,
     write_rollout,
 )
-from skillbank.service.slot_adam import SlotAdam
 from skillbank.service.update import RunBatch, SlotSnapshot, UpdateResult
 
 LM_KEYS = ("tokens", "mask", "logp", "advantages", "rewards")

@@ -3,7 +3,7 @@
 Loop for n = first step .. max_steps - 1:
 1. wait until a broadcast of step >= n - k is STABLE (k = the trainer's max_async_level),
 2. load the newest STABLE broadcast (merged into a private copy of the base),
-3. collect one rollout with ``skillbank.rollout.collect.collect`` (GAE with its own value
+3. collect one rollout with ``skillbank.training.rollout.collect`` (GAE with its own value
    estimates; the run's running observation statistics are updated here and shipped),
 4. publish ``rollouts/step_<n>`` (staged folder, then rename).
 The orchestrator stops when its run folder disappears, the run is evicted or rejected, or
@@ -21,16 +21,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from skillbank import peft_format
+from skillbank.algos.normalize import ObsNorm
 from skillbank.algos.ppo import PPOConfig
-from skillbank.normalize import ObsNorm
-from skillbank.rollout.collect import RewardScaler, RolloutState, collect, update_norms
-from skillbank.rollout.workers import make_env
+from skillbank.lora import peft_io
 from skillbank.service.base import load_base, slot_model
 from skillbank.service.config import PPORunConfig, TrainerInfo
 from skillbank.service.files import append_jsonl, read_json_object
 from skillbank.service.paths import RunPaths, steps
 from skillbank.service.rollout_io import write_rollout
+from skillbank.tasks.workers import make_env
+from skillbank.training.rollout import RewardScaler, RolloutState, collect, update_norms
 
 POLL_S = 0.005
 
@@ -83,9 +83,9 @@ class BroadcastPolicy:
         """Load broadcast ``step``; False if it vanished or is unreadable (then retry)."""
         folder = run.broadcast(step)
         try:
-            adapter = peft_format.read_adapter(folder)
-            peft_format.apply_adapter(self.model, 0, adapter, source=folder)
-        except (peft_format.AdapterFormatError, OSError) as e:
+            adapter = peft_io.read_adapter(folder)
+            peft_io.apply_adapter(self.model, 0, adapter, source=folder)
+        except (peft_io.AdapterFormatError, OSError) as e:
             print(f"[orchestrator] broadcast {step} unreadable, retrying: {e}", file=sys.stderr)
             return False
         self.net = self.model.merged_copy(0).eval()

@@ -28,6 +28,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from skillbank.errors import SkillbankError
+
 RUN_PREFIX = "run_"
 STABLE = "STABLE"
 STEP_PREFIX = "step_"
@@ -38,7 +40,7 @@ _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}")
 _STEP_RE = re.compile(r"step_(0|[1-9][0-9]{0,11})")
 
 
-class PathError(ValueError):
+class PathError(SkillbankError, ValueError):
     """A run folder or name that the protocol does not accept; the message names it."""
 
 

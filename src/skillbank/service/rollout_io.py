@@ -29,6 +29,7 @@ import torch
 from safetensors import SafetensorError
 from torch import Tensor
 
+from skillbank.errors import SkillbankError
 from skillbank.service.files import ensure_subdir, read_json_object, write_json_atomic
 from skillbank.service.paths import ROLLOUT_META, ROLLOUT_TENSORS, RunPaths
 
@@ -37,7 +38,7 @@ ROLLOUT_KEYS = ("obs", "actions", *FLOAT_KEYS)
 MAX_ROWS = 10_000_000
 
 
-class RolloutError(ValueError):
+class RolloutError(SkillbankError, ValueError):
     """A rollout the trainer refuses; the message names the file and the key or field."""
 
     def __init__(self, path: Path, problem: str, key: str | None = None) -> None:

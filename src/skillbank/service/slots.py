@@ -8,7 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from skillbank.lora import MultiLoraModel
+from skillbank.algos.slot_adam import SlotAdam
+from skillbank.lora.layer import MultiLoraModel
 from skillbank.service.checkpoint import (
     CheckpointError,
     LoraState,
@@ -19,7 +20,6 @@ from skillbank.service.checkpoint import (
     optimizer_state,
     optimizer_tensors,
 )
-from skillbank.service.slot_adam import SlotAdam
 
 
 def check_fits(model: MultiLoraModel, state: LoraState, source: Path) -> None:

@@ -154,7 +154,7 @@ def add_run_to_library(
     The library is created from the trainer's base when it does not exist yet; an existing
     library must have the same base (checked by digest)."""
     from skillbank.config import ConfigError, read_toml
-    from skillbank.library import PolicyLibrary
+    from skillbank.library.core import PolicyLibrary
     from skillbank.service.base import file_sha256, load_base
     from skillbank.service.checkpoint import load_rank_file, norm_from_tensors
     from skillbank.service.config import read_trainer_info

@@ -21,6 +21,8 @@ from typing import IO, Any
 import torch
 
 from skillbank.algos.ppo import PPOConfig
+from skillbank.algos.slot_adam import SlotAdam
+from skillbank.errors import SkillbankError
 from skillbank.service.base import base_name, resolve_base, slot_model
 from skillbank.service.checkpoint import prune, write_broadcast
 from skillbank.service.config import TrainerConfig, write_trainer_info
@@ -36,11 +38,10 @@ from skillbank.service.paths import OutPaths, steps
 from skillbank.service.registry import LiveRun, Registry
 from skillbank.service.replicas import SlotOps, share_base
 from skillbank.service.rollout_io import RolloutError, read_rollout
-from skillbank.service.slot_adam import SlotAdam
 from skillbank.service.update import UPDATE_KINDS, RunBatch
 
 
-class TrainerLockedError(RuntimeError):
+class TrainerLockedError(SkillbankError, RuntimeError):
     """Another trainer holds the outputs folder."""
 
 
@@ -283,6 +284,6 @@ class Trainer:
 
 
 if __name__ == "__main__":  # torchrun --nproc-per-node N -m skillbank.service.trainer --config ...
-    from skillbank.service.cli import main
+    from skillbank.cli.service import main
 
     sys.exit(main(["trainer", *sys.argv[1:]]))

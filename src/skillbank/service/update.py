@@ -23,10 +23,10 @@ import torch
 from torch import Tensor
 
 from skillbank.algos.ppo import PPOConfig, clip_grad_norm_per_slot, ppo_update
-from skillbank.lora import MultiLoraModel
+from skillbank.algos.slot_adam import SlotAdam
+from skillbank.lora.layer import MultiLoraModel
 from skillbank.service.dist import Dist
-from skillbank.service.slot_adam import SlotAdam
-from skillbank.train import LoraBank
+from skillbank.training.loop import LoraBank
 
 
 @dataclass

@@ -7,6 +7,7 @@ from typing import Any
 import gymnasium
 import numpy as np
 
+from skillbank.errors import SkillbankError
 from skillbank.tasks.backend import Backend
 from skillbank.tasks.classic import Acrobot, CartPole, MountainCarContinuous, Pendulum
 from skillbank.tasks.spec import TaskSpec
@@ -19,7 +20,7 @@ NUMPY_BACKENDS = {
 }
 
 
-class NonFiniteError(FloatingPointError):
+class NonFiniteError(SkillbankError, FloatingPointError):
     """A sub-env produced a NaN or infinite observation or reward."""
 
     def __init__(self, message: str, task_name: str, step: int, env_index: int) -> None:

@@ -2,7 +2,7 @@
 
 A strategy decides *what* is trained for each task of the sequence (which parameters,
 from which start, with which extra loss) and how every task is evaluated; the runner
-(``runner.py``) does the rest with the one PPO loop (``skillbank.train.train_ppo``).
+(``runner.py``) does the rest with the one PPO loop (``skillbank.training.loop.train_ppo``).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
+from skillbank.algos.normalize import ObsNorm
 from skillbank.algos.ppo import PPOConfig
 from skillbank.continual.config import ContinualConfig
-from skillbank.normalize import ObsNorm
 from skillbank.tasks import TaskSpec
 
 Forward = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]

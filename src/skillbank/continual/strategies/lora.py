@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from skillbank.algos.normalize import ObsNorm
 from skillbank.continual.strategies.base import (
     Context,
     Forward,
@@ -27,10 +28,9 @@ from skillbank.continual.strategies.base import (
     module_bytes,
     register,
 )
-from skillbank.lora import MultiLoraModel
+from skillbank.lora.layer import MultiLoraModel
 from skillbank.models import ActorCritic, ActorCriticConfig
-from skillbank.normalize import ObsNorm
-from skillbank.train import LoraBank, evaluate_bank
+from skillbank.training.loop import LoraBank, evaluate_bank
 
 
 @register

@@ -7,9 +7,9 @@ budget equals the sequence's. Only P (and the final scores) is defined for it.
 
 from __future__ import annotations
 
+from skillbank.algos.normalize import ObsNorm
 from skillbank.continual.strategies.base import register
 from skillbank.continual.strategies.shared import SharedNetwork
-from skillbank.normalize import ObsNorm
 
 
 @register

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
+from skillbank.algos.normalize import ObsNorm
 from skillbank.continual.rollouts import sample_action, sample_states
 from skillbank.continual.strategies.base import (
     Context,
@@ -26,8 +27,7 @@ from skillbank.continual.strategies.base import (
 )
 from skillbank.models import ActorCritic, ActorCriticConfig
 from skillbank.models.actor_critic import make_distribution
-from skillbank.normalize import ObsNorm
-from skillbank.train import FullBank
+from skillbank.training.loop import FullBank
 
 
 def quadratic_penalty(

@@ -14,12 +14,9 @@ per row) is one forward call.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import re
 import shutil
-import tempfile
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,52 +27,20 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from skillbank import peft_format
-from skillbank.lora import MultiLoraModel
+from skillbank.algos.normalize import ObsNorm, normalize_rows, stack_norms
+from skillbank.errors import SkillbankError
+from skillbank.io import read_json, write_json
+from skillbank.lora import peft_io
+from skillbank.lora.layer import MultiLoraModel
 from skillbank.models import build_base
-from skillbank.normalize import ObsNorm, normalize_rows, stack_norms
 
 FORMAT_VERSION = 1
 DEFAULT_CAPACITY = 16
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 
 
-class LibraryError(ValueError):
+class LibraryError(SkillbankError, ValueError):
     """A library folder, skill or argument is not usable; the message names file and field."""
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` through a temp file and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def nan_to_none(obj: Any) -> Any:
-    """``obj`` with every non-finite float replaced by None: strict JSON has no NaN."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [nan_to_none(v) for v in obj]
-    return obj
-
-
-def read_json(path: Path) -> dict:
-    """Read a JSON object; errors name the file."""
-    if not path.is_file():
-        raise LibraryError(f"{path}: file not found")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise LibraryError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(data, dict):
-        raise LibraryError(f"{path}: expected a JSON object")
-    return data
 
 
 def check_skill_name(name: str) -> str:
@@ -155,7 +120,7 @@ class PolicyLibrary:
         tmp.mkdir(parents=True)
         state = {k: v.detach().contiguous() for k, v in base_module.state_dict().items()}
         save_file(state, str(tmp / "model.safetensors"))
-        atomic_write_json(tmp / "config.json", base_config)
+        write_json(tmp / "config.json", base_config)
         if base_dir.exists():
             shutil.rmtree(base_dir)
         os.replace(tmp, base_dir)
@@ -169,13 +134,13 @@ class PolicyLibrary:
         """Open a library folder. ``strict=False`` skips bad skills and records why in
         ``load_errors``; ``strict=True`` raises on the first bad skill."""
         path = Path(path)
-        index = read_json(path / "library.json")
+        index = read_json(path / "library.json", LibraryError)
         version = index.get("format_version")
         if version != FORMAT_VERSION:
             raise LibraryError(
                 f"{path / 'library.json'}: format_version {version!r}, expected {FORMAT_VERSION}"
             )
-        base_config = read_json(path / "base" / "config.json")
+        base_config = read_json(path / "base" / "config.json", LibraryError)
         for key in ("kind", "kwargs"):
             if key not in base_config:
                 raise LibraryError(f"{path / 'base' / 'config.json'}: missing field {key!r}")
@@ -198,7 +163,7 @@ class PolicyLibrary:
             try:
                 check_skill_name(name)
                 lib._register(name, *lib._load_into_free_slot(path / "skills" / name))
-            except (LibraryError, peft_format.AdapterFormatError, ValueError, KeyError) as e:
+            except (LibraryError, peft_io.AdapterFormatError, ValueError, KeyError) as e:
                 if strict:
                     raise
                 lib.load_errors[name] = str(e)
@@ -206,7 +171,7 @@ class PolicyLibrary:
 
     def _write_index(self) -> None:
         n_params = sum(p.numel() for p in self._plain.parameters())
-        atomic_write_json(
+        write_json(
             self.path / "library.json",
             {
                 "format_version": FORMAT_VERSION,
@@ -241,16 +206,20 @@ class PolicyLibrary:
 
     def _load_into_free_slot(self, folder: Path) -> tuple[int, dict]:
         """Validate a skill folder and load it into a free slot; registers nothing."""
-        meta = read_json(folder / "skill.json") if (folder / "skill.json").exists() else {}
+        meta = (
+            read_json(folder / "skill.json", LibraryError)
+            if (folder / "skill.json").exists()
+            else {}
+        )
         if meta.get("obs_norm"):
             try:
                 ObsNorm.from_dict(meta["obs_norm"])
             except (KeyError, TypeError, ValueError) as e:
                 raise LibraryError(f"{folder / 'skill.json'}: field 'obs_norm': {e}") from e
-        _, state, _ = peft_format.read_adapter(folder)
+        _, state, _ = peft_io.read_adapter(folder)
         rank = max((a.shape[0] for a, _, _ in state.values()), default=1)
         slot = self._free_slot(rank)
-        peft_format.load_adapter(self.model, slot, folder)  # validates before writing
+        peft_io.load_adapter(self.model, slot, folder)  # validates before writing
         return slot, meta
 
     def _register(self, name: str, slot: int, meta: dict) -> None:
@@ -284,12 +253,12 @@ class PolicyLibrary:
         try:
             if isinstance(adapter_dir_or_slot, tuple):
                 model, slot = adapter_dir_or_slot
-                peft_format.save_adapter(model, slot, tmp, base_model_name_or_path=str(self.path))
+                peft_io.save_adapter(model, slot, tmp, base_model_name_or_path=str(self.path))
             else:
                 src = Path(adapter_dir_or_slot)
-                config, state, extra = peft_format.read_adapter(src)
-                peft_format.write_adapter(tmp, config, state, extra)
-            atomic_write_json(tmp / "skill.json", meta)
+                config, state, extra = peft_io.read_adapter(src)
+                peft_io.write_adapter(tmp, config, state, extra)
+            write_json(tmp / "skill.json", meta)
             slot, meta = self._load_into_free_slot(tmp)  # the old skill stays until this works
             final = skills_dir / name
             if final.exists():
@@ -439,9 +408,9 @@ class PolicyLibrary:
             "task": meta.get("task"),
             "skill": name,
         }
-        atomic_write_json(tmp / "config.json", config)
+        write_json(tmp / "config.json", config)
         if self.base_config["kind"] == "actor_critic":  # a runner that needs no skillbank
-            shutil.copyfile(Path(__file__).with_name("standalone_policy.py"), tmp / "policy.py")
+            shutil.copyfile(Path(__file__).with_name("standalone.py"), tmp / "policy.py")
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -472,7 +441,7 @@ class PolicyLibrary:
 def load_policy(folder: str | os.PathLike) -> tuple[nn.Module, dict]:
     """Load a policy written by ``export_skill`` (or a library's base folder)."""
     folder = Path(folder)
-    config = read_json(folder / "config.json")
+    config = read_json(folder / "config.json", LibraryError)
     module = build_base(config["kind"], config["kwargs"])
     module.load_state_dict(load_file(str(folder / "model.safetensors")))
     return module, config

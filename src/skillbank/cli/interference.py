@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from skillbank.argtypes import float_list, int_list, name_list
+from skillbank.cli.argtypes import float_list, int_list, name_list
 
 HELP = """\
 Train domains one after another on SHARED parameters (one LoRA adapter for all, or the full

@@ -111,15 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--quick", action="store_true", help="fewer repeats")
 
-    from skillbank.continual.cli import add_parsers as add_continual_parsers
-    from skillbank.service.cli import add_parsers as add_service_parsers
+    from skillbank.cli.continual import add_parsers as add_continual_parsers
+    from skillbank.cli.service import add_parsers as add_service_parsers
 
     add_continual_parsers(sub)
     add_service_parsers(sub)
-    from skillbank.lm.cli import add_parsers as add_lm_parsers
+    from skillbank.cli.lm import add_parsers as add_lm_parsers
 
     add_lm_parsers(sub)
-    from skillbank.interference.cli import add_parsers as add_interference_parsers
+    from skillbank.cli.interference import add_parsers as add_interference_parsers
 
     add_interference_parsers(sub)
     return parser
@@ -136,19 +136,20 @@ def _specs(args: argparse.Namespace) -> list:
 
 
 def _ppo(args: argparse.Namespace, spec: object, what: str) -> object:
-    from skillbank.config import load_ppo_toml
-    from skillbank.workflows import config_with, default_ppo
+    from skillbank.algos.ppo import PPOConfig
+    from skillbank.config import load_toml
+    from skillbank.recipes.workflows import config_with, default_ppo
 
     cfg = default_ppo(spec, what)  # type: ignore[arg-type]
     if args.config is not None:
-        cfg = load_ppo_toml(args.config, cfg)
+        cfg = load_toml(args.config, PPOConfig, "ppo", cfg)
     return config_with(
         cfg, total_steps=args.steps, envs_per_task=args.envs_per_task, learning_rate=args.lr
     )
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from skillbank.demo import run_demo
+    from skillbank.recipes.demo import run_demo
 
     run_demo(
         args.out, steps=args.steps, base_steps=args.base_steps, seed=args.seed, quiet=args.quiet
@@ -156,8 +157,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_train_base(args: argparse.Namespace) -> None:
+    from skillbank.recipes.workflows import train_base
     from skillbank.tasks import parse_task
-    from skillbank.workflows import train_base
 
     spec = parse_task(args.task)
     hidden = [int(h) for h in args.hidden.split(",") if h]
@@ -176,8 +177,8 @@ def cmd_train_base(args: argparse.Namespace) -> None:
 
 
 def cmd_train_skills(args: argparse.Namespace) -> None:
-    from skillbank.library import PolicyLibrary
-    from skillbank.workflows import train_full_copies, train_lora_skills
+    from skillbank.library.core import PolicyLibrary
+    from skillbank.recipes.workflows import train_full_copies, train_lora_skills
 
     lib = PolicyLibrary.load(args.library)
     specs = _specs(args)
@@ -201,9 +202,9 @@ def cmd_train_skills(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     import json
 
-    from skillbank.library import PolicyLibrary
-    from skillbank.report import eval_table
-    from skillbank.workflows import evaluate_library
+    from skillbank.library.core import PolicyLibrary
+    from skillbank.recipes.workflows import evaluate_library
+    from skillbank.reporting.html import eval_table
 
     lib = PolicyLibrary.load(args.library, strict=False)
     for name, why in lib.load_errors.items():
@@ -228,7 +229,7 @@ def cmd_suites(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from skillbank.bench_lora import main as bench_main
+    from skillbank.recipes.bench_lora import main as bench_main
 
     bench_main(threads=args.threads, quick=args.quick)
 

@@ -3,7 +3,7 @@ runs, library add. Only argparse and pathlib are imported here; each handler imp
 it needs (torch included) after the arguments are parsed.
 
 ``add_parsers(subparsers)`` adds the verbs to a ``skillbank`` parser; each sets
-``args.handler``. ``python -m skillbank.service.cli VERB ...`` runs them on their own.
+``args.handler``. ``python -m skillbank.cli.service VERB ...`` runs them on their own.
 """
 
 from __future__ import annotations
@@ -285,7 +285,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m skillbank.service.cli",
+        prog="python -m skillbank.cli.service",
         description="skillbank multi-run service verbs:\n" + VERBS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

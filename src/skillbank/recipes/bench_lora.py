@@ -114,8 +114,8 @@ def run(threads: int = 2, quick: bool = False, sizes: tuple[int, ...] = (1, 8, 3
 
 def _measure(n: int, base: nn.Module, x: torch.Tensor, repeats: int, inner: int) -> dict:
     """Forward and training-step timings for N skills mixed in one batch."""
-    from skillbank.library import PolicyLibrary
-    from skillbank.lora import MultiLoraModel
+    from skillbank.library.core import PolicyLibrary
+    from skillbank.lora.layer import MultiLoraModel
 
     tmp = Path(tempfile.mkdtemp())
     lib = PolicyLibrary.create(
@@ -185,7 +185,7 @@ def _measure(n: int, base: nn.Module, x: torch.Tensor, repeats: int, inner: int)
 
 
 def _act_latency(lib: object, base: nn.Module, names: list[str], repeats: int) -> dict:
-    from skillbank.library import PolicyLibrary
+    from skillbank.library.core import PolicyLibrary
 
     assert isinstance(lib, PolicyLibrary)
     lib.base_config["kwargs"] = {"action_kind": "box", "obs_dim": DIMS[0]}

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from skillbank.algos.normalize import CLIP, ObsNorm, normalize_rows, stack_norms
 from skillbank.algos.ppo import PPOConfig, gae
 from skillbank.models.actor_critic import greedy_action, make_distribution, sample_action
-from skillbank.normalize import CLIP, ObsNorm, normalize_rows, stack_norms
 
 Forward = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 

@@ -20,17 +20,17 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from skillbank.algos.normalize import ObsNorm
 from skillbank.algos.ppo import PPOConfig, clip_grad_norm_per_slot, ppo_update
-from skillbank.lora import MultiLoraModel
-from skillbank.normalize import ObsNorm
-from skillbank.rollout.collect import (
+from skillbank.lora.layer import MultiLoraModel
+from skillbank.tasks import TaskSpec, VecTaskEnv, make_vec_env
+from skillbank.training.rollout import (
     RewardScaler,
     RolloutState,
     collect,
     evaluate,
     update_norms,
 )
-from skillbank.tasks import TaskSpec, VecTaskEnv, make_vec_env
 
 
 class LoraBank:

@@ -5,21 +5,21 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from rich.console import Console
 
+from skillbank.algos.normalize import ObsNorm
 from skillbank.algos.ppo import PPOConfig
-from skillbank.library import LibraryError, PolicyLibrary, atomic_write_json
-from skillbank.lora import MultiLoraModel
+from skillbank.io import write_json
+from skillbank.library.core import LibraryError, PolicyLibrary
+from skillbank.lora.layer import MultiLoraModel
 from skillbank.models import ActorCritic, ActorCriticConfig
-from skillbank.normalize import ObsNorm
-from skillbank.runlog import RunLogger
 from skillbank.tasks import TaskSpec, make_vec_env
-from skillbank.train import FullBank, LoraBank, TrainResult, full_copies, train_ppo
+from skillbank.training.loop import FullBank, LoraBank, TrainResult, full_copies, train_ppo
+from skillbank.training.runlog import RunLogger
 
 console = Console(stderr=True)
 
@@ -97,7 +97,7 @@ def default_ppo(spec: TaskSpec, what: str = "base") -> PPOConfig:
     if what not in ("base", "lora", "full"):
         raise ValueError(f"what must be 'base', 'lora' or 'full', got {what!r}")
     prof = PROFILES[profile_of(spec)]
-    return replace(PPOConfig(), **{**prof["common"], **prof[what]})  # type: ignore[arg-type]
+    return PPOConfig().replace(**{**prof["common"], **prof[what]})
 
 
 def spaces_of(spec: TaskSpec) -> tuple[int, str, int, float | None]:
@@ -159,7 +159,7 @@ class BestKeeper:
     def __call__(self, row: dict, norms: list[ObsNorm]) -> bool:
         if row["update"] % self.every:
             return False
-        from skillbank.train import evaluate_bank
+        from skillbank.training.loop import evaluate_bank
 
         net = self.bank.models[0]
         score = float(
@@ -208,7 +208,7 @@ class BestPerTask:
     def __call__(self, row: dict, norms: list[ObsNorm]) -> bool:
         if row["update"] % self.every:
             return False
-        from skillbank.train import evaluate_bank
+        from skillbank.training.loop import evaluate_bank
 
         scores = evaluate_bank(
             self.bank, self.specs, norms, self.kind, self.episodes, self.seed
@@ -291,7 +291,7 @@ def train_base(
         "target_modules": None,
     }
     lib = PolicyLibrary.create(out, net.eval(), base_config, overwrite=overwrite)
-    atomic_write_json(
+    write_json(
         run_dir / "config.json",
         {
             "ppo": cfg.to_dict(),
@@ -385,7 +385,7 @@ def train_lora_skills(
         if save_mask is None or save_mask[k]:
             lib.add_skill(name, (model, k), meta, overwrite=True)
         summaries[name] = meta
-    atomic_write_json(
+    write_json(
         run_dir / "config.json",
         {
             "ppo": cfg.to_dict(),
@@ -422,7 +422,7 @@ def train_full_copies(
         folder.mkdir(parents=True, exist_ok=True)
         state = {n: p.detach().contiguous() for n, p in bank.models[k].state_dict().items()}
         save_file(state, str(folder / "model.safetensors"))
-        atomic_write_json(
+        write_json(
             folder / "config.json",
             {
                 "kind": lib.base_config["kind"],
@@ -431,7 +431,7 @@ def train_full_copies(
                 "task": specs[k].to_dict(),
             },
         )
-    atomic_write_json(
+    write_json(
         Path(out) / "run" / "config.json",
         {"ppo": cfg.to_dict(), "seed": seed, "tasks": [s.to_dict() for s in specs]},
     )
@@ -460,7 +460,7 @@ def evaluate_library(
         else (lib.base_norm or ObsNorm.identity(env.obs_dim))
         for p, _ in pairs
     ]
-    from skillbank.rollout.collect import evaluate
+    from skillbank.training.rollout import evaluate
 
     def forward(x: torch.Tensor, task: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return lib._forward_ids(x, slot_table[task])
@@ -489,7 +489,7 @@ def evaluate_full(
     seed: int = 0,
 ) -> np.ndarray:
     """Greedy returns [K, episodes] of full copy k on task k."""
-    from skillbank.train import evaluate_bank
+    from skillbank.training.loop import evaluate_bank
 
     for m in bank.models:
         m.eval()
@@ -499,7 +499,7 @@ def evaluate_full(
 
 def config_with(cfg: PPOConfig, **overrides: object) -> PPOConfig:
     """``cfg`` with the non-None overrides applied."""
-    return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    return cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
 
 
 def dump_json(obj: object) -> str:

@@ -19,11 +19,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from skillbank.library import PolicyLibrary
-from skillbank.report import bars_figure, curves_figure, html_table, img, write_html
-from skillbank.tasks import get_suite, parse_task
-from skillbank.train import LoraBank, evaluate_bank
-from skillbank.workflows import (
+from skillbank.library.core import PolicyLibrary
+from skillbank.recipes.workflows import (
     config_with,
     default_ppo,
     evaluate_full,
@@ -33,6 +30,9 @@ from skillbank.workflows import (
     train_full_copies,
     train_lora_skills,
 )
+from skillbank.reporting.html import bars_figure, curves_figure, html_table, img, write_html
+from skillbank.tasks import get_suite, parse_task
+from skillbank.training.loop import LoraBank, evaluate_bank
 
 RANKS = (2, 4, 8, 16)
 MAIN_RANK = 8

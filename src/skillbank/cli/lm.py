@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from skillbank.argtypes import name_list
+from skillbank.cli.argtypes import name_list
 
 LM_HELP = """\
 Language-model skills: a tiny causal LM base (transformers, char tokenizer), text domains
@@ -156,7 +156,7 @@ def _setup(args: argparse.Namespace) -> tuple[Any, Any, list, str]:
     """(SlotLM with one free slot, library or None, domains, base path)."""
     import torch
 
-    from skillbank.library import PolicyLibrary
+    from skillbank.library.core import PolicyLibrary
     from skillbank.lm.domains import get_domain
     from skillbank.lm.evaluate import library_lm
     from skillbank.lm.model import DEFAULT_BASE, SlotLM, load_base
@@ -253,7 +253,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     import torch
 
-    from skillbank.library import PolicyLibrary
+    from skillbank.library.core import PolicyLibrary
     from skillbank.lm.domains import DOMAINS, get_domain
     from skillbank.lm.evaluate import library_lm, score_mixed
 

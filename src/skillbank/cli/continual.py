@@ -7,7 +7,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from skillbank.argtypes import int_list, name_list
+from skillbank.cli.argtypes import int_list, name_list
 
 STRATEGY_NAMES = ("finetune", "l2", "ewc", "replay", "lora", "lora-transfer", "multitask")
 """The registered strategies, for --help (a test checks this against the registry)."""

@@ -30,8 +30,6 @@ import json
 import math
 import os
 import re
-import shutil
-import uuid
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -42,7 +40,9 @@ import torch
 from safetensors import SafetensorError
 from torch import Tensor
 
-from skillbank.lora import MultiLoraModel
+from skillbank.errors import SkillbankError
+from skillbank.io import publish_files
+from skillbank.lora.layer import MultiLoraModel
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -94,7 +94,7 @@ _DEFAULT_CONFIG: dict[str, Any] = {
 }
 
 
-class AdapterFormatError(ValueError):
+class AdapterFormatError(SkillbankError, ValueError):
     """A bad adapter folder or file; the message names the file and the field or key."""
 
     def __init__(self, path: PathLike, problem: str, field: str | None = None) -> None:
@@ -347,37 +347,6 @@ def _tidy(alpha: float) -> int | float:
     return int(alpha) if alpha.is_integer() else alpha
 
 
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "xb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _publish(out_dir: Path, files: dict[str, bytes]) -> None:
-    """Write ``files`` into ``out_dir`` without ever exposing a half-written file.
-
-    The files go to a temp folder next to ``out_dir`` first. A new ``out_dir`` is then
-    created by one rename (all or nothing); into an existing one (which may hold other
-    files) each file is renamed in turn, in the order given.
-    """
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        for name, data in files.items():
-            _write_synced(tmp / name, data)
-        try:
-            os.replace(tmp, out_dir)
-        except OSError:
-            if not out_dir.is_dir():
-                raise
-            for name in files:
-                os.replace(tmp / name, out_dir / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def write_adapter(
     out_dir: PathLike,
     config: Mapping[str, Any],
@@ -442,7 +411,7 @@ def write_adapter(
     check_config(out / ADAPTER_CONFIG, full)
     text = json.dumps(full, indent=2, sort_keys=True) + "\n"  # fails before touching the disk
     blob = safetensors.torch.save(tensors, metadata={"format": "pt"})
-    _publish(out, {ADAPTER_WEIGHTS: blob, ADAPTER_CONFIG: text.encode("utf-8")})
+    publish_files(out, {ADAPTER_WEIGHTS: blob, ADAPTER_CONFIG: text.encode("utf-8")})
 
 
 # ----------------------------------------------------------------------------- model side

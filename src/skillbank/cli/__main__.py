@@ -1,0 +1,5 @@
+"""`python -m skillbank.cli VERB ...` = `skillbank VERB ...`."""
+
+from skillbank.cli.main import main
+
+raise SystemExit(main())
