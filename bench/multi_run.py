@@ -1,19 +1,23 @@
-"""Multi-run service: N CartPole runs on ONE trainer vs N separate single-run trainers.
-
-Both setups run the same N orchestrators (one process per run, same configs, same steps);
-only the trainer side differs: one trainer process with N slots and one batched update per
-step, or N trainer processes with one slot each. Wall time is measured from the first
+"""Multi-run service: N CartPole runs on ONE trainer (+ ONE orchestrator) vs N separate
+trainer+orchestrator pairs (same configs, same steps). Wall time is measured from the first
 process start until every run's final checkpoint is STABLE (process start-up included).
 
     python bench/multi_run.py                       # 4 runs x 30 updates, CleanRL-sized rollouts
     python bench/multi_run.py --envs 32 --rollout-steps 32   # same batch, wider rollouts
 
-Prints one line per setup and the ratio (target: one trainer <= 0.5 x separate trainers).
+Three arms: one trainer + ONE orchestrator process serving every run (one batched act per
+env step), one trainer + one orchestrator per run, and N separate trainer+orchestrator
+pairs (the peer). Prints one line per arm: wall time, CPU, the mean recent return after
+the same steps (equal learning) and the wall ratio to the separate pairs (targets: ONE
+orchestrator <= 0.45x at 4 runs, <= 0.3x at 8).
+
+    python bench/multi_run.py --runs 8 --arms multi
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import signal
@@ -49,10 +53,12 @@ def _trainer_toml(lib: Path, out: Path, slots: int, args: argparse.Namespace) ->
 
 
 def run_setup(
-    root: Path, lib: Path, args: argparse.Namespace, separate: bool
-) -> tuple[float, float, float]:
+    root: Path, lib: Path, args: argparse.Namespace, separate: bool, one_orch: bool = False
+) -> tuple[float, float, float, float]:
     """(wall seconds until every run has its final STABLE checkpoint, seconds of that after
-    every run had its first broadcast: the training phase, CPU seconds of all processes)."""
+    every run had its first broadcast: the training phase, CPU seconds of all processes,
+    mean over runs of the recent return of the last rollout). ``one_orch``: ONE
+    orchestrator process serves every run (``orchestrator --run A --run B ...``)."""
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     root.mkdir(parents=True)
     n = args.runs
@@ -70,7 +76,10 @@ def run_setup(
             toml = root / f"trainer{i}.toml"
             toml.write_text(_trainer_toml(lib, out, 1 if separate else n, args))
             procs.append(_start(["trainer", "--config", str(toml)], root / f"trainer{i}.log"))
-        for i, run in enumerate(runs):
+        if one_orch:
+            many = [a for run in runs for a in ("--run", str(run))]
+            procs.append(_start(["orchestrator", *many], root / "orch.log"))
+        for i, run in enumerate([] if one_orch else runs):
             procs.append(_start(["orchestrator", "--run", str(run)], root / f"orch{i}.log"))
         first = [run / "broadcasts" / "step_0" / "STABLE" for run in runs]
         final = [run / "checkpoints" / f"step_{args.steps}" / "STABLE" for run in runs]
@@ -91,7 +100,12 @@ def run_setup(
             p.wait()
     cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
-    return end - start, end - (ready or start), cpu
+    rets = []
+    for run in runs:
+        lines = (run / "logs" / "orchestrator.jsonl").read_text().splitlines()
+        last = json.loads(lines[-1]).get("recent_return") if lines else None
+        rets.append(float("nan") if last is None else float(last))
+    return end - start, end - (ready or start), cpu, sum(rets) / len(rets)
 
 
 def make_library(path: Path, hidden: list[int]) -> None:
@@ -117,37 +131,46 @@ def main() -> None:
     p.add_argument("--update-epochs", type=int, default=4, help="PPO epochs (default 4)")
     p.add_argument("--batch-window", type=float, default=0.0, help="trainer batch_window_s")
     p.add_argument("--repeats", type=int, default=1, help="ABBA repeats (default 1: A B)")
+    p.add_argument(
+        "--arms",
+        choices=["all", "multi", "service"],
+        default="all",
+        help="multi: ONE orchestrator vs separate; service: N orchestrators vs separate",
+    )
     p.add_argument("--keep", action="store_true", help="keep the temp folder (logs)")
     args = p.parse_args()
     root = Path(tempfile.mkdtemp(prefix="skillbank-bench-multi-run-"))
     lib = root / "lib"
     make_library(lib, [int(h) for h in args.hidden.split(",")])
-    one: list[tuple[float, float, float]] = []
-    sep: list[tuple[float, float, float]] = []
-    order = [False, True] if args.repeats == 1 else [False, True, True, False] * args.repeats
-    for i, separate in enumerate(order):
-        times = run_setup(root / f"{i}-{'sep' if separate else 'one'}", lib, args, separate)
-        (sep if separate else one).append(times)
+    arms = {
+        f"one trainer + ONE orchestrator, {args.runs} runs": (False, True),
+        f"one trainer + {args.runs} orchestrators": (False, False),
+        f"{args.runs} separate trainer+orchestrator pairs": (True, False),
+    }
+    if args.arms != "all":
+        keep = {"multi": 0, "service": 1}[args.arms]
+        arms = {k: v for i, (k, v) in enumerate(arms.items()) if i in (keep, 2)}
+    results: dict[str, list[tuple[float, float, float, float]]] = {k: [] for k in arms}
+    order = list(arms) if args.repeats == 1 else (list(arms) + list(arms)[::-1]) * args.repeats
+    for i, label in enumerate(order):
+        separate, one_orch = arms[label]
+        results[label].append(run_setup(root / f"{i}", lib, args, separate, one_orch))
     per_run = args.steps * args.envs * args.rollout_steps
     print(
         f"setup: {args.runs} runs x {args.steps} updates x {args.envs} envs x "
         f"{args.rollout_steps} steps ({per_run} env steps per run), base {args.hidden}, "
-        f"{args.update_epochs} epochs"
+        f"{args.update_epochs} epochs, 1 torch thread per process, load {os.getloadavg()[0]:.1f}"
     )
     mean = lambda xs, k: sum(x[k] for x in xs) / len(xs)
-    for label, xs in (
-        (f"one trainer, {args.runs} slots", one),
-        (f"{args.runs} trainers, 1 slot", sep),
-    ):
+    peer = results[list(arms)[-1]]
+    for label, xs in results.items():
         print(
-            f"{label:24s} total wall {mean(xs, 0):6.2f} s  training phase {mean(xs, 1):6.2f} s"
-            f"  CPU {mean(xs, 2):6.1f} s  (walls: {[round(x[0], 1) for x in xs]})"
+            f"{label:44s} total wall {mean(xs, 0):6.2f} s  training phase {mean(xs, 1):6.2f} s"
+            f"  CPU {mean(xs, 2):6.1f} s  return after {args.steps} steps {mean(xs, 3):6.1f}"
+            f"  wall ratio to separate {mean(xs, 0) / mean(peer, 0):6.3f}"
+            f"  (walls: {[round(x[0], 1) for x in xs]})"
         )
-    ratios = [mean(one, k) / mean(sep, k) for k in range(3)]
-    print(
-        f"ratio one / separate     total wall {ratios[0]:6.3f}    training phase {ratios[1]:6.3f}"
-        f"    CPU {ratios[2]:6.3f}   (target: total wall <= 0.5)"
-    )
+    print("targets (issue 15): ONE orchestrator / separate <= 0.45 at 4 runs, <= 0.3 at 8")
     if args.keep:
         print(f"logs: {root}")
     else:

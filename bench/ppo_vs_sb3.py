@@ -44,10 +44,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from skillbank.lora.layer import MultiLoraModel
+from skillbank.algos.ppo_defaults import NET_DEFAULTS, default_ppo, profile_of
+from skillbank.lora import MultiLoraModel
 from skillbank.models import ActorCritic, ActorCriticConfig
-from skillbank.recipes.workflows import NET_DEFAULTS, default_ppo, profile_of, spaces_of
 from skillbank.tasks import get_suite, parse_task
+from skillbank.tasks.spaces import spaces_of
 from skillbank.training.loop import FullBank, LoraBank, evaluate_bank, train_ppo
 
 SECTIONS = ("cartpole", "halfcheetah", "multiskill")

@@ -7,7 +7,7 @@
 trainer: the same R runs, each fed K identical hand-written rollouts of ``--rows`` rows, on
 a trainer of 1 process (``skillbank trainer``) and of 2 gloo ranks (``--nproc 2``);
 updates/s = batched updates between the first and the last logged step / their time.
-rollout: ``collect`` (8 envs x 128 steps, a small actor-critic) with the environments
+rollout: ``collect_rollout`` (8 envs x 128 steps, a small actor-critic) with the environments
 in-process, in 1 worker process and in 2 (``ProcVecEnv``); env steps/s (``--envs``).
 Every figure is printed with its ratio to its peer of the same run; torch threads are set
 explicitly (``--threads``, per process / rank) and printed.
@@ -38,8 +38,8 @@ def trainer_updates_per_s(
 ) -> float:
     import torch
 
-    from skillbank.service.paths import RunPaths
-    from skillbank.service.rollout_io import write_rollout
+    from skillbank.service.protocol.paths import RunPaths
+    from skillbank.service.protocol.rollout_io import write_rollout
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out"
@@ -93,10 +93,10 @@ def rollout_steps_per_s(task: str, workers: int, repeats: int, envs: int) -> flo
     from skillbank.algos.normalize import ObsNorm
     from skillbank.algos.ppo import PPOConfig
     from skillbank.models import ActorCritic, ActorCriticConfig
-    from skillbank.service.config import task_spaces
+    from skillbank.service.kinds.ppo.config import task_spaces
     from skillbank.tasks import parse_task
     from skillbank.tasks.workers import make_env
-    from skillbank.training.rollout import RolloutState, collect
+    from skillbank.training.rollout import RolloutState, collect_rollout
 
     spec = parse_task(task)
     obs_dim, kind, act_dim = task_spaces(spec)
@@ -106,10 +106,10 @@ def rollout_steps_per_s(task: str, workers: int, repeats: int, envs: int) -> flo
     with make_env([spec], envs, seed=0, workers=workers) as env:
         state = RolloutState(env.reset(seed=0), [ObsNorm.identity(obs_dim)], None, [[]])
         gen = torch.Generator().manual_seed(0)
-        collect(env, lambda x, t: net(x), state, cfg, kind, gen)  # warm-up
+        collect_rollout(env, lambda x, t: net(x), state, cfg, kind, gen)  # warm-up
         t0 = time.perf_counter()
         for _ in range(repeats):
-            collect(env, lambda x, t: net(x), state, cfg, kind, gen)
+            collect_rollout(env, lambda x, t: net(x), state, cfg, kind, gen)
         seconds = time.perf_counter() - t0
     return repeats * env.num_envs * cfg.rollout_steps / seconds
 

@@ -12,12 +12,12 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from skillbank.library.core import PolicyLibrary
-    from skillbank.lora.layer import MultiLoraLinear, MultiLoraModel
+    from skillbank.lora import MultiLoraLinear, MultiLoraModel
 
 _LAZY = {
     "PolicyLibrary": "skillbank.library.core",
-    "MultiLoraModel": "skillbank.lora.layer",
-    "MultiLoraLinear": "skillbank.lora.layer",
+    "MultiLoraModel": "skillbank.lora",
+    "MultiLoraLinear": "skillbank.lora",
 }
 
 

@@ -135,7 +135,7 @@ def _flag_type(annotation: Any) -> tuple[Any, dict[str, Any]]:
         return type(args[0]), {"choices": list(args)}
     if annotation is bool:
         return _bool, {"metavar": "BOOL"}
-    if annotation in (int, float, str):
+    if annotation in (int, float, str, Path):
         return annotation, {}
     if origin in (list, tuple):
         inner = args[0] if args else str
@@ -181,7 +181,7 @@ def add_config_args(
         field = model.model_fields[name]
         kind, extra = _flag_type(field.annotation)
         desc = (field.description or "").strip().replace("%", "%%")
-        default = field.default
+        default = field.get_default(call_default_factory=True)
         help_text = f"{desc} (default: {default})" if desc else f"default: {default}"
         parser.add_argument(
             f"--{prefix}{name.replace('_', '-')}",

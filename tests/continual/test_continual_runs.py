@@ -148,40 +148,55 @@ def test_cli_module_is_light_and_parses() -> None:
         "cli.add_parsers(sub, cmds)\n"
         "a = p.parse_args(['continual', '--out', 'x', '--strategy', 'lora,finetune',"
         " '--tasks', '0,3,2,3', '--resume'])\n"
-        "assert a.strategy == ['lora', 'finetune'] and a.tasks == [0, 3, 2, 3] and a.resume\n"
+        "assert a.strategies == ['lora', 'finetune'] and a.tasks == [0, 3, 2, 3] and a.resume\n"
         "assert set(cmds) == {'continual', 'report'} and a.handler is cmds['continual']\n"
         "assert 'torch' not in sys.modules, 'cli imported torch'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
-    ns = cli.argparse.Namespace(
-        config=None,
-        suite=None,
-        strategy=["lora"],
-        steps_per_task=1024,
-        seeds=None,
-        first_seed=None,
-        eval_every=None,
-        eval_episodes=None,
-        tasks=[0, 3],
-        no_references=True,
-    )
+    parser = cli.argparse.ArgumentParser()
+    cli.add_parsers(parser.add_subparsers(dest="verb"))
+    argv = ["continual", "--out", "x", "--strategy", "lora", "--steps-per-task", "1024"]
+    ns = parser.parse_args([*argv, "--tasks", "0,3", "--no-references", "--lora-rank", "4"])
     cfg = cli.config_from_args(ns)
     assert cfg.strategies == ["lora"] and cfg.steps_per_task == 1024 and not cfg.references
+    assert cfg.tasks == [0, 3] and cfg.lora_rank == 4
     assert cfg.seeds == 3  # untouched fields keep their defaults
 
 
 def test_config_from_toml(tmp_path: Path) -> None:
-    from skillbank.config import ConfigError
-    from skillbank.continual.config import load_toml
+    from skillbank.config import ConfigError, load_toml
 
     good = tmp_path / "c.toml"
     good.write_text("[continual]\nlora_rank = 4\newc_coef = 10\nstrategies = ['lora']\n")
-    cfg = load_toml(good, ContinualConfig())
+    cfg = load_toml(good, ContinualConfig, "continual", ContinualConfig())
     assert cfg.lora_rank == 4 and cfg.ewc_coef == 10.0 and cfg.strategies == ["lora"]
     bad = tmp_path / "b.toml"
     bad.write_text("[continual]\nlora_rnak = 4\n")
-    with pytest.raises(ConfigError, match="unknown field 'lora_rnak'"):
-        load_toml(bad, ContinualConfig())
+    with pytest.raises(
+        ConfigError,
+        match=r"b.toml \[continual\]: field 'lora_rnak': unknown field; valid fields: .*'seeds'",
+    ):
+        load_toml(bad, ContinualConfig, "continual", ContinualConfig())
     bad.write_text("[continual]\nseeds = 0\n")
-    with pytest.raises(ConfigError, match="seeds must be an integer >= 1"):
-        load_toml(bad, ContinualConfig())
+    with pytest.raises(
+        ConfigError, match=r"b.toml \[continual\]: field 'seeds': .*greater than or equal to 1"
+    ):
+        load_toml(bad, ContinualConfig, "continual", ContinualConfig())
+    bad.write_text("[continual]\nreplay_loss = 'l1'\n")
+    with pytest.raises(ConfigError, match="field 'replay_loss': .*'kl' or 'mse'"):
+        load_toml(bad, ContinualConfig, "continual", ContinualConfig())
+
+
+def test_config_file_then_flags(tmp_path: Path) -> None:
+    from skillbank.config import ConfigError
+
+    toml = tmp_path / "c.toml"
+    toml.write_text("[continual]\nlora_rank = 4\nseeds = 2\n")
+    parser = cli.argparse.ArgumentParser()
+    cli.add_parsers(parser.add_subparsers(dest="verb"))
+    ns = parser.parse_args(["continual", "--out", "x", "--config", str(toml), "--seeds", "5"])
+    cfg = cli.config_from_args(ns)
+    assert cfg.lora_rank == 4 and cfg.seeds == 5  # the flag wins over the file
+    ns = parser.parse_args(["continual", "--out", "x", "--eval-episodes", "0"])
+    with pytest.raises(ConfigError, match="command line: field 'eval_episodes'"):
+        cli.config_from_args(ns)

@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from skillbank.algos.distributions import make_distribution
 from skillbank.algos.normalize import ObsNorm
 from skillbank.cli import continual as cli
 from skillbank.continual.config import ContinualConfig
@@ -16,7 +17,6 @@ from skillbank.continual.strategies import lora as lora_mod
 from skillbank.continual.strategies.replay import cloning_loss, merge_buffer
 from skillbank.continual.strategies.shared import diagonal_fisher, quadratic_penalty
 from skillbank.models import ActorCritic, ActorCriticConfig
-from skillbank.models.actor_critic import make_distribution
 from skillbank.tasks import get_suite
 
 torch.set_num_threads(1)

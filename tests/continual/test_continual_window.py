@@ -1,28 +1,8 @@
-"""Keeping the best validated weights of a window; the evaluation schedule."""
+"""The evaluation schedule of a continual window."""
 
 from __future__ import annotations
 
-import torch
-
-from skillbank.algos.normalize import ObsNorm
-from skillbank.continual.window import BestKeeper, Schedule
-
-
-def test_best_keeper_restores_the_best_and_prefers_later_ties() -> None:
-    w = torch.nn.Parameter(torch.zeros(2))
-    keeper = BestKeeper([w])
-    for value, score in [(1.0, 0.2), (2.0, 0.9), (3.0, 0.5)]:
-        with torch.no_grad():
-            w.fill_(value)
-        keeper.offer(score, [ObsNorm.identity(2)])
-    assert not keeper.last_was_best
-    norms = keeper.restore()
-    assert w.tolist() == [2.0, 2.0] and len(norms) == 1
-    with torch.no_grad():
-        w.fill_(4.0)
-    keeper.offer(0.9, [ObsNorm(torch.ones(2).numpy(), torch.ones(2).numpy(), 3.0)])
-    assert keeper.last_was_best  # a tie goes to the later weights
-    assert keeper.restore()[0].count == 3.0 and w.tolist() == [4.0, 4.0]
+from skillbank.continual.window import Schedule
 
 
 def test_schedule() -> None:

@@ -161,7 +161,7 @@ def test_exported_skill_runs_without_skillbank(tmp_path: Path) -> None:
 
     from skillbank.algos.normalize import ObsNorm
     from skillbank.library.core import PolicyLibrary
-    from skillbank.lora.layer import MultiLoraModel
+    from skillbank.lora import MultiLoraModel
     from skillbank.models import ActorCritic, ActorCriticConfig
 
     torch.manual_seed(0)
@@ -195,3 +195,33 @@ def test_exported_skill_runs_without_skillbank(tmp_path: Path) -> None:
     expected = lib.act(obs, "s")
     assert (standalone == expected).all()
     assert len(set(expected.tolist())) == 2  # both actions occur: the check has teeth
+
+
+def test_demo_arms_cover_every_rank_once_and_keep_the_library_rank_in_this_process() -> None:
+    from skillbank.recipes import demo
+
+    ranks = [r for what, rs in demo.MAIN_ARMS + demo.HELPER_ARMS if what == "lora" for r in rs]
+    assert sorted(ranks) == sorted(demo.RANKS)
+    assert [w for w, _ in demo.MAIN_ARMS + demo.HELPER_ARMS].count("full") == 1
+    # only this process writes the library (the rank-8 skills)
+    assert any(demo.MAIN_RANK in rs for w, rs in demo.MAIN_ARMS if w == "lora")
+
+
+def test_solved_tasks_stop_training_and_the_run_ends(tmp_path: Path) -> None:
+    """With ``solved`` every task whose two consecutive evaluations reach it stops
+    training; once all have, the run ends early (threshold 0: solved at once)."""
+    from skillbank.algos.ppo_defaults import default_ppo
+    from skillbank.recipes.train import train_base, train_full_copies
+    from skillbank.tasks import get_suite, parse_task
+
+    spec = parse_task("cartpole")
+    cfg = default_ppo(spec, "base").replace(total_steps=2048)
+    lib, _ = train_base(spec, tmp_path / "lib", cfg, hidden=(16,), quiet=True)
+    specs = get_suite("cartpole-physics")[:2]
+    # 4 updates of 2 envs x 16 steps per task, one evaluation after each
+    full = default_ppo(spec, "full").replace(total_steps=128, envs_per_task=2, rollout_steps=16)
+    _, res = train_full_copies(lib, specs, full, tmp_path / "full", quiet=True, solved=0.0)
+    assert [row["update"] for row in res.curves] == [1, 2]
+    assert res.retired == [64, 64]
+    _, res = train_full_copies(lib, specs, full, tmp_path / "full2", quiet=True)
+    assert len(res.curves) == 4 and res.retired == [None, None]

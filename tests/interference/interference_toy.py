@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from skillbank.interference.measures import NeuronPart
-from skillbank.interference.setting import Domain, Setting, identity_effective
+from skillbank.interference.setting import Setting, SharedTask, identity_effective
 
 
 def mlp(params: Mapping[str, Tensor], x: Tensor) -> Tensor:
@@ -50,7 +50,7 @@ def toy_setting(num_domains: int = 3, seed: int = 0, lr: float = 0.3) -> Setting
         def make_loss(loss=loss, x: Tensor = x) -> tuple:  # noqa: ANN001
             return loss, {"x": x}
 
-        domains.append(Domain(f"toy/d{i}", train, score, make_loss))
+        domains.append(SharedTask(f"toy/d{i}", train, score, make_loss))
     layers = {"l1": [NeuronPart("l1.weight", 0), NeuronPart("l2.weight", 1)]}
     return Setting(
         kind="toy",

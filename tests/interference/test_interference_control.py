@@ -15,7 +15,9 @@ def _specs() -> list:
 
 
 def test_full_mode_neurons_and_kl_loss() -> None:
-    st = control_setting(ControlOptions(_specs(), mode="full", loss_states=64, eval_episodes=2))
+    st = control_setting(
+        ControlOptions(specs=_specs(), mode="full", loss_states=64, eval_episodes=2)
+    )
     assert set(st.neuron_layers) == {"pi.0", "pi.2", "v.0", "v.2"}
     delta = {k: torch.zeros_like(p) for k, p in st.params.items()}
     delta["pi.4.weight"][:, 7] = 1.0  # column 7 of the head: hidden unit 7 of pi.2 only
@@ -34,7 +36,7 @@ def test_full_mode_neurons_and_kl_loss() -> None:
 
 
 def test_shared_adapter_masks_and_merged_weights() -> None:
-    opts = ControlOptions(_specs(), mode="shared-adapter", base_steps=1024, rank=8, seed=0)
+    opts = ControlOptions(specs=_specs(), mode="shared-adapter", base_steps=1024, rank=8, seed=0)
     st = control_setting(opts)
     assert all(".lora_" in k for k in st.params)
     assert st.active is not None

@@ -123,10 +123,11 @@ def test_cli_argument_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
         )
         == 2
     )
-    assert "rollback_scores" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "command line: field 'rollback_scores'" in err and "unknown damage score" in err
     args = ["interference", "--domains", "reverse,sort", "--repair-domain", "sort", "--out", out]
     assert main(args) == 2  # the last domain cannot be repaired; refused before training
-    assert "--repair-domain 'sort' is not one of ['reverse']" in capsys.readouterr().err
+    assert "field repair_domain: 'sort' is not one of ['reverse']" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()  # nothing written on bad input
     (tmp_path / "results.json").write_text("{}")
     assert main(["interference", "--suite", "cartpole-physics", "--out", str(tmp_path)]) == 2

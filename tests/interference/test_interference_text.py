@@ -24,7 +24,13 @@ def base_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _opts(base: Path, mode: str) -> TextOptions:
     return TextOptions(
-        ["reverse", "sort"], mode=mode, base=base, rank=4, loss_samples=6, eval_n=4, warmup_sft=0
+        domains=["reverse", "sort"],
+        mode=mode,
+        base=base,
+        rank=4,
+        loss_samples=6,
+        eval_n=4,
+        warmup_sft=0,
     )
 
 
@@ -104,5 +110,7 @@ def test_full_mode_warm_up_merges_the_sft_adapter(base_dir: Path) -> None:
         fresh.get_parameter(name),
         model.lm.base.get_parameter(name.replace("up_proj.weight", "up_proj.base_layer.weight")),
     )
-    st = text_setting(TextOptions(["reverse"], mode="full", base=base_dir, warmup_sft=2, eval_n=2))
+    st = text_setting(
+        TextOptions(domains=["reverse"], mode="full", base=base_dir, warmup_sft=2, eval_n=2)
+    )
     assert st.info["warmup_sft"]["steps"] == 2

@@ -38,3 +38,26 @@ def test_lm_cli_bad_input(
     lib = tmp_path / "lib"
     assert main(["lm", "new-library", str(lib), "--base", str(tmp_path / "nope")]) == 2
     assert "nope/config.json: not a model folder" in capsys.readouterr().err
+
+
+def test_lm_cli_toml_config(
+    tiny_base_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    cfg = tmp_path / "rl.toml"
+    cfg.write_text(
+        f'[model]\nbase = "{tiny_base_dir}"\ntarget_modules = ["q_proj", "v_proj"]\n'
+        "[grpo]\nsteps = 1\nprompts_per_step = 2\ngroup_size = 2\ntemperature = 0.5\n"
+        'loss_type = "bnpo"\nstop = ["|"]\nseed = 3\n'
+    )
+    out = tmp_path / "ad"
+    args = ["lm", "rl", "--config", str(cfg), "--domain", "reverse", "--eval-n", "4"]
+    assert main([*args, "--quiet", "--out", str(out), "--top-k", "5"]) == 0
+    meta = json.loads((out / "skill.json").read_text())
+    c = meta["config"]
+    assert (c["temperature"], c["loss_type"], c["stop"], c["seed"]) == (0.5, "bnpo", ["|"], 3)
+    assert c["top_k"] == 5  # the flag on top of the file
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    assert {t.rsplit(".", 1)[1] for t in adapter["target_modules"]} == {"q_proj", "v_proj"}
+    cfg.write_text('[grpo]\nloss_typ = "bnpo"\n')
+    assert main([*args, "--quiet", "--out", str(out)]) == 2
+    assert "rl.toml [grpo]: field 'loss_typ': unknown field" in capsys.readouterr().err

@@ -27,7 +27,7 @@ from skillbank.cli.main import main as cli_main
 from skillbank.library.core import PolicyLibrary
 from skillbank.lm.domains import get_domain
 from skillbank.lm.evaluate import library_lm, score
-from skillbank.service.paths import RunPaths
+from skillbank.service.protocol.paths import RunPaths
 
 SFT_STEPS = 45
 RL_STEPS = 50

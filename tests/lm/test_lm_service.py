@@ -16,12 +16,13 @@ from skillbank.lm.domains import get_domain
 from skillbank.lm.grpo import GRPOConfig, collect
 from skillbank.lm.model import ArchConfig, SlotLM, load_base, new_base, save_base
 from skillbank.lm.tokenizer import CharTokenizer
-from skillbank.service.config import TrainerConfig, load_run_config
-from skillbank.service.convert import convert_adapter
-from skillbank.service.lm_update import read_lm_rollout, write_lm_rollout
-from skillbank.service.paths import RunPaths
-from skillbank.service.rollout_io import RolloutError
-from skillbank.service.trainer import Trainer
+from skillbank.service.kinds import load_run_config
+from skillbank.service.kinds.lm.update import read_lm_rollout, write_lm_rollout
+from skillbank.service.protocol.paths import RunPaths
+from skillbank.service.protocol.rollout_io import RolloutError
+from skillbank.service.tools.convert import convert_adapter
+from skillbank.service.trainer.config import TrainerConfig
+from skillbank.service.trainer.loop import Trainer
 
 
 def _orch(out: Path, name: str, body: str) -> RunPaths:
@@ -117,8 +118,8 @@ def test_lm_rollout_checks(tiny_base_dir: Path, tmp_path: Path) -> None:
 
 
 def test_lm_run_on_a_control_trainer_is_rejected(tmp_path: Path) -> None:
-    from skillbank.service.base import resolve_base
-    from skillbank.service.paths import OutPaths
+    from skillbank.service.protocol.paths import OutPaths
+    from skillbank.service.trainer.base import resolve_base
 
     out = tmp_path / "out"
     out.mkdir()
@@ -153,12 +154,41 @@ def test_convert_lm_adapter(tiny_base_dir: Path, tmp_path: Path) -> None:
 
 
 def test_lm_run_whose_prompts_exceed_the_context(tiny_base_dir: Path, tmp_path: Path) -> None:
-    from dataclasses import replace
-
     out = tmp_path / "out"
     t = _trainer(out, tiny_base_dir)
-    info = replace(t.info, base_kwargs={**t.info.base_kwargs, "max_position_embeddings": 8})
+    info = t.info.replace(base_kwargs={**t.info.base_kwargs, "max_position_embeddings": 8})
     run = _orch(out, "r", 'kind = "lm"\ndomain = "reverse"\n')
     with pytest.raises(ConfigError, match="field 'domain': prompts of 'reverse' take up to 15"):
         load_run_config(run.orch_toml, info)
+    t.close()
+
+
+def test_runs_with_different_loss_settings_train_in_one_tick(
+    tiny_base_dir: Path, tmp_path: Path
+) -> None:
+    from skillbank.service.kinds.lm.update import group_config
+
+    out = tmp_path / "out"
+    t = _trainer(out, tiny_base_dir)
+    body = 'kind = "lm"\ndomain = "{d}"\nmax_steps = 2\nprompts_per_step = 3\ngroup_size = 4\n'
+    extra = {
+        "reverse": 'loss_type = "grpo"\n',
+        "sort": "clip_eps_high = 0.28\nratio_mask_low = 0.125\nratio_mask_high = 8.0\n",
+    }
+    runs = {d: _orch(out, d, body.format(d=d) + extra[d]) for d in extra}
+    t.tick()
+    before = {d: t.model.slot_state(t.registry.live[d].slot) for d in runs}
+    for d, r in runs.items():
+        _rollout(t, r, 0, d, seed=1)
+    assert t.tick()
+    t.io.flush()
+    for d, r in runs.items():
+        live = t.registry.live[d]
+        assert live.step == 1 and r.broadcast_stable(1).is_file()
+        after = t.model.slot_state(live.slot)
+        assert any(not torch.equal(after[k][1], before[d][k][1]) for k in after), d
+    g = group_config((0.28, 0.125, 8.0))
+    assert (g.clip_eps_high, g.ratio_mask_low, g.ratio_mask_high) == (0.28, 0.125, 8.0)
+    g = group_config((0.0, 0.0, float("inf")))
+    assert (g.clip_eps_high, g.ratio_mask_low, g.ratio_mask_high) == (None, None, None)
     t.close()

@@ -11,7 +11,7 @@ from skillbank.algos.ppo import PPOConfig
 from skillbank.models import ActorCritic, ActorCriticConfig
 from skillbank.tasks import NonFiniteError, TaskSpec, VecTaskEnv, parse_task
 from skillbank.tasks.workers import ProcVecEnv, make_env, worker_seed
-from skillbank.training.rollout import RolloutState, collect
+from skillbank.training.rollout import RolloutState, collect_rollout
 
 SPECS = [TaskSpec("cartpole"), parse_task("cartpole/long-pole")]
 
@@ -73,7 +73,7 @@ def test_collect_with_workers_and_errors() -> None:
     cfg = PPOConfig(envs_per_task=4, rollout_steps=32)
     with make_env(SPECS, 4, seed=0, workers=2) as env:
         state = RolloutState(env.reset(seed=0), [ObsNorm.identity(4)] * 2, None, [[], []])
-        batch = collect(env, lambda x, t: net(x), state, cfg, "discrete", torch.Generator())
+        batch = collect_rollout(env, lambda x, t: net(x), state, cfg, "discrete", torch.Generator())
     assert batch["obs"].shape == (32 * 8, 4) and torch.isfinite(batch["advantages"]).all()
     assert batch["task"].tolist()[:8] == [0, 0, 0, 0, 1, 1, 1, 1]
     bad = parse_task("cartpole:force_mag=1e300")

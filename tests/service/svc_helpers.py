@@ -7,15 +7,20 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from skillbank.lora.layer import MultiLoraModel
-from skillbank.service.base import resolve_base, slot_model
-from skillbank.service.config import TrainerConfig, TrainerInfo, write_trainer_info
-from skillbank.service.paths import OutPaths, RunPaths
+from skillbank.lora import MultiLoraModel
+from skillbank.service.protocol.base import slot_model
+from skillbank.service.protocol.info import TrainerInfo, write_trainer_info
+from skillbank.service.protocol.paths import OutPaths, RunPaths
+from skillbank.service.protocol.rollout_io import write_rollout
+from skillbank.service.trainer.base import resolve_base
+from skillbank.service.trainer.config import TrainerConfig
+from skillbank.service.trainer.loop import Trainer
 
 
 def toml_text(fields: dict[str, Any]) -> str:
@@ -104,3 +109,18 @@ def status(out: Path) -> dict[str, Any]:
         return json.loads((out / "trainer_status.json").read_text()).get("runs", {})
     except (OSError, json.JSONDecodeError):
         return {}
+
+
+MakeTrainer = Callable[..., Trainer]
+"""The ``make_trainer`` fixture (conftest): an in-process trainer on the test's ``out``."""
+
+
+def tick(t: Trainer) -> None:
+    """One trainer tick, then wait for its background writes."""
+    t.tick()
+    t.io.flush()
+
+
+def feed(run: RunPaths, step: int, seed: int = 0, **changes: torch.Tensor) -> None:
+    """Write a fake rollout of ``step`` (128 rows) for ``run``."""
+    write_rollout(run, step, {**fake_rollout(128, seed=seed), **changes}, fake_meta(step))

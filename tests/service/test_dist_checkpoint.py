@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from skillbank.cli.service import main as service_main
-from skillbank.service.checkpoint import (
+from skillbank.service.protocol.checkpoint import (
     DIST_RANK,
     DIST_WORLD,
     CheckpointError,
@@ -19,8 +19,8 @@ from skillbank.service.checkpoint import (
     save_rank_file,
     shard_tensors,
 )
-from skillbank.service.consolidate import consolidate
-from skillbank.service.paths import PathError, RunPaths, rank_files
+from skillbank.service.protocol.paths import PathError, RunPaths, rank_files
+from skillbank.service.tools.consolidate import consolidate
 
 
 def _tensors() -> dict[str, torch.Tensor]:
@@ -109,7 +109,8 @@ def test_consolidate_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_trainer_launcher(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from skillbank.cli.service import build_parser, torchrun_command
+    from skillbank.cli.service import build_parser
+    from skillbank.service.trainer.main import torchrun_command
 
     args = build_parser().parse_args(["trainer", "--config", "t.toml", "--nproc", "3"])
     cmd = torchrun_command(args)

@@ -14,9 +14,9 @@ import torch.multiprocessing as tmp
 
 from skillbank.algos.slot_adam import SlotAdam
 from skillbank.lm import SlotLM, init_slot, load_base
-from skillbank.service.dist import Dist
-from skillbank.service.lm_update import lm_update
-from skillbank.service.update import RunBatch
+from skillbank.service.kinds.batch import RunBatch
+from skillbank.service.kinds.lm.update import lm_update
+from skillbank.service.trainer.dist import Dist
 
 
 def _rollout(rows: int, width: int, vocab: int, seed: int) -> dict[str, torch.Tensor]:

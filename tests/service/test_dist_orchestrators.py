@@ -13,7 +13,7 @@ from pathlib import Path
 from svc_helpers import write_orch, write_trainer_toml
 
 from proc_helpers import Procs, wait_for
-from skillbank.service.paths import RunPaths, steps
+from skillbank.service.protocol.paths import RunPaths, steps
 
 
 def _start(procs: Procs, name: str, cwd: Path, *args: str) -> subprocess.Popen:

@@ -9,7 +9,9 @@ are equal up to float32 rounding (about 1e-7 relative per update)."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,10 +20,15 @@ import torch
 from svc_helpers import fake_meta, fake_rollout, write_orch, write_trainer_toml
 
 from proc_helpers import Procs, read_jsonl, wait_for
-from skillbank.service.checkpoint import DIST_WORLD, is_sharded_key, load_rank_file, merge_shards
-from skillbank.service.consolidate import consolidate
-from skillbank.service.paths import RunPaths
-from skillbank.service.rollout_io import write_rollout
+from skillbank.service.protocol.checkpoint import (
+    DIST_WORLD,
+    is_sharded_key,
+    load_rank_file,
+    merge_shards,
+)
+from skillbank.service.protocol.paths import RunPaths
+from skillbank.service.protocol.rollout_io import write_rollout
+from skillbank.service.tools.consolidate import consolidate
 
 NAMES = ("a", "b")
 STATS = ("policy_loss", "value_loss", "entropy", "approx_kl")
@@ -79,8 +86,10 @@ def test_two_ranks_match_one_resume_and_consolidate(tmp_path: Path, procs: Procs
     t2 = procs.start("t2", "trainer", "--config", str(cfg_two), "--nproc", "2")
     wait_for(lambda: _ckpt_done(one, 4) and _ckpt_done(two, 4), 120, "4 updates", [t1, t2])
     assert Procs.stop(t1) == 0
-    Procs.stop(t2)
-    assert "2 ranks" in procs.log("t2")
+    assert Procs.stop(t2) == 0  # SIGTERM: a clean stop looks clean (exit 0, one line)
+    log = procs.log("t2")
+    assert "2 ranks" in log and "Traceback" not in log and "SignalException" not in log
+    assert log.count("stopped by SIGTERM") == 1
 
     # the same losses and the same state; the 2-rank checkpoint is sharded over 2 files
     _close_losses(one, two, [1, 2, 3, 4])
@@ -126,7 +135,9 @@ def test_two_ranks_match_one_resume_and_consolidate(tmp_path: Path, procs: Procs
     t2 = procs.start("t2b", "trainer", "--config", str(cfg_two), "--nproc", "2")
     t3 = procs.start("t3b", "trainer", "--config", str(cfg_three))
     wait_for(lambda: _ckpt_done(two, 6) and _ckpt_done(three, 6), 120, "resumed", [t2, t3])
-    Procs.stop(t2)
+    os.kill(t2.pid, signal.SIGINT)  # Ctrl-C
+    assert t2.wait(30) == 0 and "Traceback" not in procs.log("t2b")
+    assert "stopped by SIGINT" in procs.log("t2b")
     Procs.stop(t3)
     for out in (two, three):
         resumed = [e for e in read_jsonl(out / "trainer_log.jsonl") if e["event"] == "resumed"]

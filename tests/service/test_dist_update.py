@@ -15,10 +15,11 @@ from svc_helpers import fake_rollout
 
 from skillbank.algos.ppo import PPOConfig
 from skillbank.algos.slot_adam import SlotAdam
-from skillbank.lora.layer import MultiLoraModel
+from skillbank.lora import MultiLoraModel
 from skillbank.models import ActorCritic, ActorCriticConfig
-from skillbank.service.dist import Dist
-from skillbank.service.update import RunBatch, batched_update
+from skillbank.service.kinds.batch import RunBatch
+from skillbank.service.kinds.ppo.update import batched_update
+from skillbank.service.trainer.dist import Dist
 
 
 def _update(dist: Dist | None) -> dict[str, torch.Tensor]:

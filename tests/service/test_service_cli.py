@@ -12,10 +12,10 @@ from svc_helpers import fake_meta, fake_rollout, write_orch
 
 from skillbank.cli.service import build_parser, main
 from skillbank.library.core import PolicyLibrary
-from skillbank.service.config import TrainerConfig
-from skillbank.service.rollout_io import write_rollout
-from skillbank.service.status import collect_rows
-from skillbank.service.trainer import Trainer
+from skillbank.service.protocol.rollout_io import write_rollout
+from skillbank.service.tools.status import collect_rows
+from skillbank.service.trainer.config import TrainerConfig
+from skillbank.service.trainer.loop import Trainer
 
 VERBS = [["trainer"], ["orchestrator"], ["convert-adapter"], ["runs"], ["library", "add"]]
 
@@ -28,8 +28,33 @@ def test_every_verb_has_help(verb: list[str], capsys: pytest.CaptureFixture) -> 
     assert len(capsys.readouterr().out) > 200
 
 
-def test_cli_module_does_not_import_torch() -> None:
+LIGHT = (
+    "skillbank.cli.service",
+    "skillbank.service.protocol.paths",
+    "skillbank.service.protocol.files",
+    "skillbank.service.protocol.info",
+    "skillbank.service.protocol.watch",
+    "skillbank.service.kinds",
+    "skillbank.service.trainer.config",
+    "skillbank.service.trainer.main",
+    "skillbank.service.orchestrator.main",
+)
+"""What the command line needs before it parses: none of it may load torch."""
+
+
+def test_cli_module_does_not_import_torch(tmp_path: Path) -> None:
     code = "import sys, skillbank.cli.service as c; c.build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    orch = tmp_path / "orch.toml"
+    orch.write_text('task = "cartpole"\nseed = 3\n')
+    code = (
+        f"import sys, {', '.join(LIGHT)}\n"
+        "from skillbank.config import load_toml\n"
+        "from skillbank.service.kinds.ppo.config import PPORunConfig\n"
+        f"assert load_toml({str(orch)!r}, PPORunConfig).seed == 3\n"
+        "print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -40,7 +65,11 @@ def test_errors_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert err.startswith("error: ") and "trainer.json" in err
     (tmp_path / "t.toml").write_text('output_dir = "x"\nbase_task = "cartpole"\nslots = 1\n')
     assert main(["trainer", "--config", str(tmp_path / "t.toml")]) == 2
-    assert "unknown field 'slots'" in capsys.readouterr().err
+    assert "field 'slots': unknown field" in capsys.readouterr().err
+    (tmp_path / "ok.toml").write_text('output_dir = "x"\nbase_task = "cartpole"\n')
+    assert main(["trainer", "--config", str(tmp_path / "ok.toml"), "--threads", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: command line: field 'threads'") and err.count("\n") == 1
 
 
 @pytest.fixture
@@ -50,8 +79,9 @@ def trained_run(tmp_path: Path) -> Path:
     run = write_orch(out, "a", task="cartpole/long-pole", max_steps=50)
     write_orch(out, "b")
     write_orch(out, "c", rank=99)
-    cfg = TrainerConfig(output_dir=str(out), base_task="cartpole", max_concurrent_runs=1)
-    cfg.checkpoint_interval = 2
+    cfg = TrainerConfig(
+        output_dir=str(out), base_task="cartpole", max_concurrent_runs=1, checkpoint_interval=2
+    )
     t = Trainer(cfg, tmp_path / "t.toml")
     t.tick()
     for step in range(2):

@@ -8,12 +8,9 @@ import pytest
 from svc_helpers import fake_trainer, toml_text
 
 from skillbank.config import ConfigError
-from skillbank.service.config import (
-    PPORunConfig,
-    TrainerConfig,
-    load_run_config,
-    load_trainer_config,
-)
+from skillbank.service.kinds import load_run_config
+from skillbank.service.kinds.ppo.config import PPORunConfig
+from skillbank.service.trainer.config import TrainerConfig, load_trainer_config
 from skillbank.tasks import get_suite
 
 
@@ -95,7 +92,7 @@ def test_run_config_defaults_and_specs(tmp_path: Path, info) -> None:
     "text, needle",
     [
         ('task = "cartpole\n', "not valid TOML"),
-        ('task = "cartpole"\nbogus = 1\n', "unknown field 'bogus'"),
+        ('task = "cartpole"\nbogus = 1\n', "field 'bogus': unknown field"),
         ('task = "cartpole"\nrank = "eight"\n', "field 'rank'"),
         (
             'task = "cartpole"\nrank = 64\n',
@@ -107,6 +104,9 @@ def test_run_config_defaults_and_specs(tmp_path: Path, info) -> None:
         ("rank = 4\n", "field 'task'"),
         ('task = "cartpole"\nkind = "nope"\n', "field 'kind'"),
         ('task = "cartpole"\nlearning_rate = -1.0\n', "field 'learning_rate'"),
+        ('task = "cartpole"\nlearning_rate = inf\n', "field 'learning_rate'"),
+        ('task = "cartpole"\nalpha = nan\n', "field 'alpha'"),
+        ('task = "cartpole"\nseed = -1\n', "field 'seed'"),
         ('task = "cartpole"\n[ppo]\nx = 1\n', "field 'ppo'"),
     ],
 )
@@ -119,11 +119,10 @@ def test_run_config_errors_name_file_and_field(
     assert str(path) in str(err.value) and needle in str(err.value)
 
 
-def test_trainer_config_fields_are_documented() -> None:
-    import inspect
+def test_service_config_fields_are_documented() -> None:
+    from skillbank.service.kinds.lm.config import LMRunConfig
+    from skillbank.service.protocol.info import TrainerInfo
 
-    source = inspect.getsource(TrainerConfig) + inspect.getsource(PPORunConfig)
-    for cls in (TrainerConfig, PPORunConfig):
-        for name in cls.__dataclass_fields__:
-            block = source.split(f"    {name}:", 1)[1].split("\n")[1]
-            assert block.strip().startswith('"""'), f"{cls.__name__}.{name} has no docstring"
+    for cls in (TrainerConfig, PPORunConfig, LMRunConfig, TrainerInfo):
+        for name, field in cls.model_fields.items():
+            assert (field.description or "").strip(), f"{cls.__name__}.{name} has no docstring"

@@ -12,14 +12,13 @@ from safetensors.torch import load_file, save_file
 from svc_helpers import fake_trainer, write_orch
 
 from skillbank.config import ConfigError
-from skillbank.lora import peft_io
-from skillbank.lora.layer import MultiLoraModel
+from skillbank.lora import MultiLoraModel, peft_io
 from skillbank.models import ActorCritic, ActorCriticConfig
-from skillbank.service.checkpoint import adapter_state, load_rank_file, norm_from_tensors
-from skillbank.service.config import TrainerConfig
-from skillbank.service.convert import convert_adapter
-from skillbank.service.paths import RunPaths
-from skillbank.service.trainer import Trainer
+from skillbank.service.protocol.checkpoint import adapter_state, load_rank_file, norm_from_tensors
+from skillbank.service.protocol.paths import RunPaths
+from skillbank.service.tools.convert import convert_adapter
+from skillbank.service.trainer.config import TrainerConfig
+from skillbank.service.trainer.loop import Trainer
 
 
 def _random_adapter(model: MultiLoraModel, folder: Path, rank: int = 4, base: str = "") -> None:

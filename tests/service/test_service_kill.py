@@ -14,9 +14,9 @@ from svc_helpers import status, write_orch, write_trainer_toml
 
 from proc_helpers import Procs, read_jsonl, wait_for
 from skillbank.lora import peft_io
-from skillbank.service.checkpoint import adapter_state, load_rank_file
-from skillbank.service.paths import OutPaths, RunPaths, stable_steps, steps
-from skillbank.service.rollout_io import read_rollout
+from skillbank.service.protocol.checkpoint import adapter_state, load_rank_file
+from skillbank.service.protocol.paths import OutPaths, RunPaths, stable_steps, steps
+from skillbank.service.protocol.rollout_io import read_rollout
 
 pytestmark = pytest.mark.slow
 
@@ -56,6 +56,15 @@ def _unstable_checkpoint(runs: list[RunPaths]) -> bool:
         for r in runs
         for s in steps(r.checkpoints)
     )
+
+
+def _mtime(path: Path) -> float:
+    """Modification time, or -1 while the file is missing (a broadcast being re-published
+    is withdrawn first)."""
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return -1.0
 
 
 def test_kill9_at_five_moments(tmp_path: Path, procs: Procs) -> None:
@@ -117,7 +126,7 @@ def test_kill9_at_five_moments(tmp_path: Path, procs: Procs) -> None:
                 continue
             assert event["event"] == "resumed" and event["step"] == step, (what, event)
             stable = run.broadcast_stable(step)
-            wait_for(lambda f=stable, t=restart: f.stat().st_mtime >= t - 1, 10, "rewritten")
+            wait_for(lambda f=stable, t=restart: _mtime(f) >= t - 1, 10, "rewritten")
             published = peft_io.read_adapter(run.broadcast(step)).state
             tensors = load_rank_file(run.rank_file(step))
             assert _same(published, adapter_state(tensors, run.rank_file(step))), what

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from skillbank.service.paths import (
+from skillbank.service.protocol.paths import (
     OutPaths,
     PathError,
     RunPaths,

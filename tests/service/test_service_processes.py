@@ -22,9 +22,9 @@ from svc_helpers import (
 
 from proc_helpers import Procs, read_jsonl, wait_for
 from skillbank.lora import peft_io
-from skillbank.service.checkpoint import write_broadcast
-from skillbank.service.paths import OutPaths, RunPaths, steps
-from skillbank.service.rollout_io import write_rollout
+from skillbank.service.protocol.checkpoint import write_broadcast
+from skillbank.service.protocol.paths import OutPaths, RunPaths, steps
+from skillbank.service.protocol.rollout_io import write_rollout
 
 
 def _metas(run: RunPaths) -> dict[int, dict]:
@@ -82,7 +82,7 @@ def test_trainer_rejects_bad_inputs_and_serves_the_rest(tmp_path: Path, procs: P
     out = tmp_path / "out"
     bad_configs = {
         "syntax": ('task = "cartpole\n', "not valid TOML"),
-        "unknown": ('task = "cartpole"\nlr = 0.1\n', "unknown field 'lr'"),
+        "unknown": ('task = "cartpole"\nlr = 0.1\n', "field 'lr': unknown field"),
         "wrongtype": ('task = "cartpole"\nmax_steps = 2.5\n', "field 'max_steps'"),
         "bigrank": ('task = "cartpole"\nrank = 32\n', "field 'rank'"),
         "badtask": ('task = "cartpole:gravity=oops"\n', "field 'task'"),

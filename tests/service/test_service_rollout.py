@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import save_file
 from svc_helpers import fake_meta, fake_rollout
 
-from skillbank.service.paths import RunPaths
-from skillbank.service.rollout_io import RolloutError, read_rollout, write_rollout
+from skillbank.service.protocol.paths import RunPaths
+from skillbank.service.protocol.rollout_io import RolloutError, read_rollout, write_rollout
 
 
 @pytest.fixture

@@ -5,49 +5,17 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import torch
-from svc_helpers import fake_meta, fake_rollout, write_orch
+from svc_helpers import MakeTrainer, feed, tick, write_orch
 
 from proc_helpers import read_jsonl
 from skillbank.lora import peft_io
-from skillbank.service.checkpoint import load_rank_file
-from skillbank.service.config import TrainerConfig
-from skillbank.service.paths import RunPaths
-from skillbank.service.rollout_io import write_rollout
-from skillbank.service.trainer import Trainer, TrainerLockedError
-
-MakeTrainer = Callable[..., Trainer]
-
-
-@pytest.fixture
-def out(tmp_path: Path) -> Path:
-    return tmp_path / "out"
-
-
-@pytest.fixture
-def make_trainer(out: Path, tmp_path: Path) -> Iterator[MakeTrainer]:
-    made: list[Trainer] = []
-
-    def make(**kw: object) -> Trainer:
-        fields = {"max_concurrent_runs": 2, "checkpoint_interval": 2, **kw}
-        cfg = TrainerConfig(output_dir=str(out), base_task="cartpole", **fields)  # type: ignore[arg-type]
-        made.append(Trainer(cfg, tmp_path / "trainer.toml"))
-        return made[-1]
-
-    yield make
-    for t in made:
-        if not t._lock.closed:
-            t.close()
-
-
-def tick(t: Trainer) -> None:
-    """One trainer tick, then wait for its background writes."""
-    t.tick()
-    t.io.flush()
+from skillbank.service.protocol.checkpoint import load_rank_file
+from skillbank.service.protocol.paths import RunPaths
+from skillbank.service.trainer.loop import TrainerLockedError
 
 
 def adapter(run: RunPaths, step: int) -> dict:
@@ -56,10 +24,6 @@ def adapter(run: RunPaths, step: int) -> dict:
 
 def same(x: dict, y: dict) -> bool:
     return all(torch.equal(x[k][0], y[k][0]) and torch.equal(x[k][1], y[k][1]) for k in x)
-
-
-def feed(run: RunPaths, step: int, seed: int = 0, **changes: torch.Tensor) -> None:
-    write_rollout(run, step, {**fake_rollout(128, seed=seed), **changes}, fake_meta(step))
 
 
 def events(out: Path, name: str | None = None) -> list[dict]:
@@ -125,7 +89,7 @@ def test_resume_from_newest_stable_checkpoint_exactly(out: Path, make_trainer: M
 def test_bad_configs_are_rejected_and_named(out: Path, make_trainer: MakeTrainer) -> None:
     bad = {
         "syntax": ('task = "cartpole\n', "not valid TOML"),
-        "unknown": ('task = "cartpole"\nbogus = 1\n', "unknown field 'bogus'"),
+        "unknown": ('task = "cartpole"\nbogus = 1\n', "field 'bogus': unknown field"),
         "wrongtype": ('task = "cartpole"\nrank = "8"\n', "field 'rank'"),
         "bigrank": ('task = "cartpole"\nrank = 99\n', "field 'rank'"),
         "badtask": ('task = "cartpole/nope"\n', "field 'task'"),

@@ -8,7 +8,6 @@ import json
 import math
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +18,11 @@ from svc_helpers import status, write_orch, write_trainer_toml
 from proc_helpers import Procs, read_jsonl, wait_for
 from skillbank.algos.normalize import ObsNorm
 from skillbank.algos.ppo import PPOConfig
-from skillbank.lora import peft_io
-from skillbank.lora.layer import MultiLoraModel
-from skillbank.service.base import load_base, slot_model
-from skillbank.service.checkpoint import load_rank_file, norm_from_tensors
-from skillbank.service.config import read_trainer_info
-from skillbank.service.paths import OutPaths, RunPaths
+from skillbank.lora import MultiLoraModel, peft_io
+from skillbank.service.protocol.base import load_base, slot_model
+from skillbank.service.protocol.checkpoint import load_rank_file, norm_from_tensors
+from skillbank.service.protocol.info import read_trainer_info
+from skillbank.service.protocol.paths import OutPaths, RunPaths
 from skillbank.tasks import make_vec_env, parse_task
 from skillbank.training.loop import LoraBank, train_ppo
 from skillbank.training.rollout import evaluate
@@ -64,7 +62,7 @@ def test_peft_adapter_warm_starts_a_run(tmp_path: Path, procs: Procs) -> None:
     # 1. a skill trained in-process on the trainer's base, saved by peft itself
     model = slot_model(load_base(info), info, 1)
     model.reset_slot(0, 8, 16.0, generator=torch.Generator().manual_seed(0))
-    cfg = replace(PPOConfig(), learning_rate=3e-3, anneal_lr=False, total_steps=30 * 1024)
+    cfg = PPOConfig().replace(learning_rate=3e-3, anneal_lr=False, total_steps=30 * 1024)
     result = train_ppo(LoraBank(model, [0]), [parse_task(TASK)], cfg, "discrete", seed=0)
     norm = result.norms[0]
     own = _score(model, norm, seed=1)

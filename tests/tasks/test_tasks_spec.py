@@ -41,7 +41,9 @@ def test_errors_list_valid_names() -> None:
         ValueError, match=r"valid families: .*valid suite tasks: .*cartpole/long-pole"
     ):
         parse_task("cartpole/longer-pole")
-    with pytest.raises(ValueError, match="valid suites: cartpole-physics, halfcheetah-physics"):
+    with pytest.raises(
+        ValueError, match="valid suites: cartpole-physics, cw10, cw20, halfcheetah-physics"
+    ):
         get_suite("cartpole")
     with pytest.raises(ValueError, match="must be > 0"):
         parse_task("cartpole:pole_mass=0")
@@ -56,8 +58,14 @@ def test_errors_list_valid_names() -> None:
 def test_suites() -> None:
     assert list_suites() == [
         "cartpole-physics",
+        "cw10",
+        "cw20",
         "halfcheetah-physics",
         "halfcheetah-vel",
+        "mt10",
+        "mt10-onehot",
+        "mt50",
+        "mt50-onehot",
         "pendulum-physics",
     ]
     cart = get_suite("cartpole-physics")

@@ -18,8 +18,8 @@ import torch
 from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt
 from torch import Tensor
 
+from skillbank.algos.distributions import log_prob_entropy
 from skillbank.config import Config
-from skillbank.models.actor_critic import log_prob_entropy
 
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
 
@@ -234,6 +234,7 @@ def clip_grad_norm_per_slot(params: Sequence[Tensor], max_norm: float) -> None:
     if not grads:
         return
     sq = sum(g.reshape(g.shape[0], -1).pow(2).sum(1) for g in grads)  # [S]
+    assert isinstance(sq, Tensor)  # grads is not empty
     scale = (max_norm / (sq.sqrt() + 1e-6)).clamp(max=1.0)  # [S]
     for g in grads:
         g.mul_(scale.view(-1, *([1] * (g.dim() - 1))))

@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from skillbank.cli.argtypes import int_list, name_list
+from skillbank.cli.argtypes import add_report_parser, add_threads_arg, name_list
+from skillbank.config import add_config_args
 
 STRATEGY_NAMES = ("finetune", "l2", "ewc", "replay", "lora", "lora-transfer", "multitask")
 """The registered strategies, for --help (a test checks this against the registry)."""
@@ -49,38 +51,30 @@ def add_parsers(
         description=CONTINUAL_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--suite", help="named task suite (see 'skillbank suites'; default cartpole-physics)"
-    )
-    p.add_argument(
-        "--strategy",
-        type=name_list,
-        help=f"comma-separated strategies: {','.join(STRATEGY_NAMES)} (default finetune,lora)",
-    )
-    p.add_argument("--steps-per-task", type=int, help="env steps per task (default 200000)")
-    p.add_argument("--seeds", type=int, help="number of seeds (default 3)")
-    p.add_argument("--first-seed", type=int, help="first seed (default 0)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--eval-every", type=int, help="evaluate every N env steps (default 10240)")
-    p.add_argument(
-        "--eval-episodes", type=int, help="greedy episodes per task and evaluation (default 10)"
-    )
-    p.add_argument(
-        "--tasks",
-        type=int_list,
-        help="indices of the suite's tasks to train, in order (e.g. 0,3,2,6; default all)",
-    )
     p.add_argument(
         "--config",
         type=Path,
         help="TOML file with a [continual] table of ContinualConfig fields "
         "(rank, penalty weights, buffer size, ...); flags override it",
     )
+    g = p.add_argument_group("continual settings (ContinualConfig fields; default: --config)")
+    p.add_argument(
+        "--strategy",
+        dest="strategies",
+        type=name_list,
+        default=argparse.SUPPRESS,
+        help=f"comma-separated strategies: {','.join(STRATEGY_NAMES)} (default finetune,lora)",
+    )
     p.add_argument(
         "--no-references",
-        action="store_true",
+        dest="references",
+        action="store_const",
+        const=False,
+        default=argparse.SUPPRESS,
         help="skip the single-task references (no FT; only for families with a max return)",
     )
+    add_config_args(g, _config_model(), skip=("strategies", "references"))
     mode = p.add_mutually_exclusive_group()
     mode.add_argument(
         "--resume",
@@ -89,51 +83,37 @@ def add_parsers(
     )
     mode.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    add_threads_arg(p)
     p.set_defaults(handler=cmd_continual)
 
-    p = subparsers.add_parser(
-        "report",
-        help="rebuild DIR/report.html from DIR/results.json (of 'skillbank continual')",
-        description="Rebuild DIR/report.html from DIR/results.json ('skillbank continual').",
-    )
-    p.add_argument("dir", type=Path, help="output folder of a continual run")
-    p.set_defaults(handler=cmd_report)
+    p = add_report_parser(subparsers, "report", "continual", cmd_report)
 
 
-def config_from_args(args: argparse.Namespace) -> object:
+def _config_model() -> Any:
+    """ContinualConfig (pydantic only, no torch)."""
+    from skillbank.continual.config import ContinualConfig
+
+    return ContinualConfig
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
     """The ContinualConfig from defaults, --config, then the flags."""
-    from dataclasses import replace
-
-    from skillbank.continual.config import ContinualConfig, load_toml
+    from skillbank.config import config_from_args as apply_flags
+    from skillbank.config import load_toml
+    from skillbank.continual.config import ContinualConfig
 
     cfg = ContinualConfig()
     if args.config is not None:
-        cfg = load_toml(args.config, cfg)
-    flags = {
-        "suite": args.suite,
-        "strategies": args.strategy,
-        "steps_per_task": args.steps_per_task,
-        "seeds": args.seeds,
-        "first_seed": args.first_seed,
-        "eval_every": args.eval_every,
-        "eval_episodes": args.eval_episodes,
-        "tasks": args.tasks,
-    }
-    if args.no_references:
-        flags["references"] = False
-    return replace(cfg, **{k: v for k, v in flags.items() if v is not None})
+        cfg = load_toml(args.config, ContinualConfig, "continual", cfg)
+    return apply_flags(args, cfg)
 
 
 def cmd_continual(args: argparse.Namespace) -> None:
-    import torch
-
+    cfg = config_from_args(args)
     from skillbank.continual.experiment import run_continual
     from skillbank.continual.summary import METRICS_HEADER, metrics_rows
 
-    torch.set_num_threads(args.threads)
-    cfg = config_from_args(args)
-    results = run_continual(cfg, args.out, args.resume, args.overwrite, args.quiet)  # type: ignore[arg-type]
+    results = run_continual(cfg, args.out, args.resume, args.overwrite, args.quiet)
     from rich.console import Console
     from rich.table import Table
 

@@ -8,7 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from skillbank.cli.argtypes import float_list, int_list, name_list
+from skillbank.cli.argtypes import add_report_parser, add_threads_arg, int_list, name_list
+from skillbank.config import add_config_args
+from skillbank.errors import ConfigError
 
 HELP = """\
 Train domains one after another on SHARED parameters (one LoRA adapter for all, or the full
@@ -61,145 +63,119 @@ def add_parsers(
         "(default: shared-adapter for text, full for control)",
     )
     what.add_argument("--out", type=Path, required=True, help="output folder")
-    tr = p.add_argument_group("training")
+    control, text, measures = _models()
+    tr = p.add_argument_group("training (both)")
     tr.add_argument(
         "--steps",
         type=int,
-        help="steps per domain (control: env steps, default 40960; text: GRPO steps)",
+        help=f"steps per domain (control: env steps, default {SETTINGS['control'][1]}; "
+        f"text: GRPO steps, default {SETTINGS['text'][1]})",
     )
     tr.add_argument(
         "--refresh-steps", type=int, help="refresh steps on the damaged domain (default steps/8)"
     )
     tr.add_argument("--lr", type=float, help="learning rate (default: the project's default)")
     tr.add_argument(
-        "--rank", type=int, default=8, help="LoRA rank in shared-adapter mode (default 8)"
-    )
-    tr.add_argument("--hidden", default="64,64", help="control: hidden widths (default 64,64)")
-    tr.add_argument(
-        "--base-steps",
+        "--rank",
         type=int,
-        default=50_000,
-        help="control shared-adapter: env steps for the base (default 50000)",
-    )
-    tr.add_argument(
-        "--eval-episodes",
-        type=int,
-        default=10,
-        help="control: greedy episodes per score (default 10)",
+        help=f"LoRA rank in shared-adapter mode (default {_default(text, 'rank')})",
     )
     tr.add_argument(
         "--loss-samples",
         type=int,
-        help="states (control, default 1024) / reference answers (text, default 64) per loss",
+        help=f"states (control, default {_default(control, 'loss_states')}) / reference answers "
+        f"(text, default {_default(text, 'loss_samples')}) per loss",
     )
-    tr.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    tr.add_argument(
-        "--base", type=Path, help="text: LM base folder (default: the packaged tiny LM)"
+    tr.add_argument("--seed", type=int, help=f"seed (default {_default(measures, 'seed')})")
+    add_config_args(
+        p.add_argument_group("control (ControlOptions fields)"),
+        control,
+        only=("hidden", "base_steps", "eval_episodes", "eval_every"),
     )
-    tr.add_argument(
-        "--warmup-sft",
-        type=int,
-        default=400,
-        help="text: joint SFT steps on all domains before the sequence (default 400)",
+    add_config_args(
+        p.add_argument_group("text (TextOptions fields)"),
+        text,
+        only=("base", "warmup_sft", "prompts_per_step", "group_size", "eval_n"),
     )
-    tr.add_argument("--eval-n", type=int, default=100, help="text: test prompts per score")
-    ms = p.add_argument_group("measures and repairs")
-    ms.add_argument(
-        "--repair-domain", help="domain to repair (default: the one whose score dropped most)"
-    )
-    ms.add_argument(
-        "--rollback-fractions", type=float_list, help="fractions p to sweep (default 0.001,...,0.2)"
-    )
-    ms.add_argument(
-        "--rollback-scores",
-        type=name_list,
-        help="damage scores to sweep: curvature, taylor, conflict, magnitude "
-        "(default curvature,conflict)",
-    )
-    ms.add_argument("--random-seeds", type=int, help="random rollbacks per fraction (default 3)")
-    ms.add_argument(
-        "--krylov-steps", type=int, help="Lanczos steps from B's update, k max (default 16)"
-    )
-    ms.add_argument("--eigen-k", type=int, help="top eigenpairs of H_A (default 8)")
+    ms = p.add_argument_group("measures and repairs (InterferenceConfig fields)")
+    add_config_args(ms, measures, skip=("steps", "refresh_steps", "seed"))
     p.add_argument(
         "--overwrite", action="store_true", help="replace an earlier run in --out (else refused)"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    add_threads_arg(p)
     p.set_defaults(handler=cmd_interference)
 
-    p = subparsers.add_parser(
-        "interference-report",
-        help="rebuild DIR/report.html from DIR/results.json (of 'skillbank interference')",
-        description="Rebuild DIR/report.html from DIR/results.json ('skillbank interference').",
-    )
-    p.add_argument("dir", type=Path, help="output folder of an interference run")
+    p = add_report_parser(subparsers, "interference-report", "interference", cmd_report)
     p.add_argument(
         "--markdown", action="store_true", help="also print the tables as Markdown (for docs)"
     )
-    p.set_defaults(handler=cmd_report)
+
+
+def _models() -> tuple[Any, Any, Any]:
+    """ControlOptions, TextOptions, InterferenceConfig (pydantic only, no torch)."""
+    from skillbank.interference.config import ControlOptions, InterferenceConfig, TextOptions
+
+    return ControlOptions, TextOptions, InterferenceConfig
+
+
+def _default(model: Any, name: str) -> Any:
+    return model.model_fields[name].get_default(call_default_factory=True)
+
+
+def _options(args: argparse.Namespace, model: Any, **given: Any) -> Any:
+    """``model`` from its fields given as flags (same names) and ``given`` (flags of
+    other names); the model's defaults fill the rest. Errors name the field."""
+    from skillbank.config import validate
+
+    flags = vars(args)
+    data = {k: flags[k] for k in model.model_fields if flags.get(k) is not None}
+    data.update({k: v for k, v in given.items() if v is not None})
+    return validate(model, data, "command line")
 
 
 def config_from_args(args: argparse.Namespace, default_steps: int) -> Any:
+    """The InterferenceConfig: steps and refresh steps from the kind's defaults and the
+    flags, then every other flag the user gave."""
+    from skillbank.config import config_from_args as apply_flags
+    from skillbank.config import validate
     from skillbank.interference.config import InterferenceConfig
 
     steps = args.steps or default_steps
-    flags = {
-        "repair_domain": args.repair_domain,
-        "rollback_fractions": args.rollback_fractions,
-        "rollback_scores": args.rollback_scores,
-        "random_seeds": args.random_seeds,
-        "krylov_steps": args.krylov_steps,
-        "eigen_k": args.eigen_k,
-    }
     refresh = args.refresh_steps if args.refresh_steps is not None else max(1, steps // 8)
-    cfg = InterferenceConfig(steps=steps, refresh_steps=refresh, seed=args.seed)
-    for k, v in flags.items():
-        if v is not None:
-            setattr(cfg, k, v)
-    cfg.__post_init__()  # validate the flags too
-    return cfg
+    given = {"steps": steps, "refresh_steps": refresh, "seed": args.seed}
+    base = validate(
+        InterferenceConfig, {k: v for k, v in given.items() if v is not None}, "command line"
+    )
+    rest = {k: v for k, v in vars(args).items() if k not in ("steps", "refresh_steps", "seed")}
+    return apply_flags(argparse.Namespace(**rest), base)
 
 
 def control_from_args(args: argparse.Namespace) -> Any:
-    from skillbank.interference.control import ControlOptions, control_setting
-    from skillbank.tasks import get_suite
+    from skillbank.interference.config import ControlOptions
+    from skillbank.interference.control import control_setting
+    from skillbank.recipes.compat import user_tasks
 
-    suite = list(get_suite(args.suite))
+    suite = user_tasks(args.suite)
     idx = args.tasks if args.tasks else list(range(len(suite)))
     bad = [i for i in idx if not 0 <= i < len(suite)]
     if bad:
-        raise ValueError(
-            f"--tasks: indices {bad} out of range for suite {args.suite!r} ({len(suite)} tasks)"
+        raise ConfigError(
+            f"command line: field tasks: indices {bad} out of range for suite {args.suite!r} "
+            f"({len(suite)} tasks)"
         )
-    opts = ControlOptions(
-        specs=[suite[i] for i in idx],
-        mode=args.mode,
-        hidden=[int(h) for h in args.hidden.split(",") if h],
-        rank=args.rank,
-        base_steps=args.base_steps,
-        learning_rate=args.lr,
-        loss_states=args.loss_samples or 1024,
-        eval_episodes=args.eval_episodes,
-        seed=args.seed,
+    specs = [suite[i] for i in idx]
+    opts = _options(
+        args, ControlOptions, specs=specs, learning_rate=args.lr, loss_states=args.loss_samples
     )
     return control_setting(opts)
 
 
 def text_from_args(args: argparse.Namespace) -> Any:
-    from skillbank.interference.text import TextOptions, text_setting
+    from skillbank.interference.config import TextOptions
+    from skillbank.interference.text import text_setting
 
-    opts = TextOptions(
-        domains=args.domains,
-        mode=args.mode,
-        rank=args.rank,
-        learning_rate=args.lr,
-        base=args.base,
-        warmup_sft=args.warmup_sft,
-        loss_samples=args.loss_samples or 64,
-        eval_n=args.eval_n,
-        seed=args.seed,
-    )
+    opts = _options(args, TextOptions, learning_rate=args.lr)
     return text_setting(opts)
 
 
@@ -214,32 +190,32 @@ def domain_names(args: argparse.Namespace) -> list[str]:
     """The domains' names in training order, from the flags alone."""
     if args.domains:
         return list(args.domains)
-    from skillbank.tasks import get_suite
+    from skillbank.recipes.compat import user_tasks
 
-    suite = list(get_suite(args.suite))
+    suite = user_tasks(args.suite)
     return [suite[i].name for i in (args.tasks or range(len(suite))) if 0 <= i < len(suite)]
 
 
 def cmd_interference(args: argparse.Namespace) -> None:
     if (args.suite is None) == (args.domains is None):
-        raise ValueError("give either --domains (text) or --suite (control), not both")
+        raise ConfigError("command line: give either --domains (text) or --suite (control)")
     kind = "control" if args.suite else "text"
     if args.mode is None:
         args.mode = "full" if kind == "control" else "shared-adapter"
     if (args.out / "results.json").exists() and not args.overwrite:
-        raise ValueError(f"{args.out / 'results.json'} exists: give --overwrite or another --out")
-    if args.repair_domain is not None:  # checked before any training
+        raise ConfigError(f"{args.out / 'results.json'}: exists: give --overwrite or another --out")
+    repair = getattr(args, "repair_domain", None)
+    if repair is not None:  # checked before any training
         names = domain_names(args)
-        if args.repair_domain not in names[:-1]:
-            raise ValueError(f"--repair-domain {args.repair_domain!r} is not one of {names[:-1]}")
-    import torch
-
-    torch.set_num_threads(args.threads)
+        if repair not in names[:-1]:
+            raise ConfigError(
+                f"command line: field repair_domain: {repair!r} is not one of {names[:-1]}"
+            )
     build, default_steps = SETTINGS[kind]
     cfg = config_from_args(args, default_steps)
     setting = build(args)
     if len(setting.domains) < 2:
-        raise ValueError("interference needs at least two domains")
+        raise ConfigError("command line: interference needs at least two domains")
     from skillbank.interference.experiment import run_experiment
 
     res = run_experiment(setting, cfg, args.out, quiet=args.quiet)

@@ -6,6 +6,14 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from skillbank.cli.argtypes import add_threads_arg, set_threads
+from skillbank.errors import ConfigError, SkillbankError
+
+if TYPE_CHECKING:
+    from skillbank.algos.ppo import PPOConfig
+    from skillbank.tasks import TaskSpec
 
 DESCRIPTION = """\
 skillbank: policy libraries for reinforcement learning.
@@ -14,7 +22,7 @@ One frozen base network, one small LoRA adapter ("skill") per task, trained with
 
 verbs:
   demo           train a CartPole base, LoRA skills and full fine-tunes for the
-                 cartpole-physics suite, evaluate, write report.html (about 5-6 min)
+                 cartpole-physics suite, evaluate, write report.html (about 3-4 min)
   train-base     train a base policy on one task with PPO and create a library
   train-skills   train one LoRA skill per task of a suite, all concurrently
                  (--full-finetune: full copies instead, for comparison)
@@ -34,8 +42,11 @@ multi-run service (docs/service.md):
   library add      add a run's newest stable adapter to a library as a skill
 
 language models (docs/lm.md):
-  lm               tiny causal-LM base, text domains, LoRA skills by SFT and GRPO
+  lm               any local Hugging Face causal LM (or the packaged tiny-lm), your JSONL /
+                   Parquet data and reward functions, LoRA skills by SFT and GRPO
                    (lm pretrain | new-library | sft | rl | eval); runs of kind "lm" in the service
+  serve            Tinker-compatible training API: tenants = LoRA slots, one fused
+                   forward/backward for all tenants (docs/serve.md)
 
 interference between tasks on shared parameters (docs/interference.md):
   interference         train domains (text) or tasks (control) in order on shared weights;
@@ -52,12 +63,7 @@ def _add_ppo_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--config", type=Path, help="TOML file with a [ppo] table of PPOConfig fields")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
-    g.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads (default 1: RL batches are small, one thread is fastest)",
-    )
+    add_threads_arg(g)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
 
-    p = sub.add_parser("demo", help="the end-to-end CartPole demo (about 5-6 minutes on 2 cores)")
+    p = sub.add_parser("demo", help="the end-to-end CartPole demo (about 3-4 minutes on 2 cores)")
     p.add_argument("--out", type=Path, default=Path("skillbank-demo"), help="output folder")
     p.add_argument("--steps", type=int, help="steps per task for skills (default 120000)")
     p.add_argument("--base-steps", type=int, help="steps for the base (default 100000)")
@@ -108,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmarks that print ratios against peers")
     p.add_argument("which", choices=["lora"], help="lora: multi-LoRA forward benchmark")
-    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    add_threads_arg(p, default=2, why="the setting the benchmark's figures are measured with")
     p.add_argument("--quick", action="store_true", help="fewer repeats")
 
     from skillbank.cli.continual import add_parsers as add_continual_parsers
@@ -122,25 +128,27 @@ def build_parser() -> argparse.ArgumentParser:
     from skillbank.cli.interference import add_parsers as add_interference_parsers
 
     add_interference_parsers(sub)
+    from skillbank.cli.serve import add_parser as add_serve_parser
+
+    add_serve_parser(sub)
     return parser
 
 
 def _specs(args: argparse.Namespace) -> list:
-    from skillbank.tasks import get_suite, parse_task
+    from skillbank.recipes.compat import user_tasks
 
-    specs = list(get_suite(args.suite)) if args.suite else []
-    specs += [parse_task(t) for t in args.task]
+    specs = user_tasks(args.suite, args.task)
     if not specs:
-        raise SystemExit("error: give --suite NAME or at least one --task")
+        raise ConfigError("command line: give --suite NAME or at least one --task")
     return specs
 
 
-def _ppo(args: argparse.Namespace, spec: object, what: str) -> object:
+def _ppo(args: argparse.Namespace, spec: TaskSpec, what: str) -> PPOConfig:
     from skillbank.algos.ppo import PPOConfig
+    from skillbank.algos.ppo_defaults import config_with, default_ppo
     from skillbank.config import load_toml
-    from skillbank.recipes.workflows import config_with, default_ppo
 
-    cfg = default_ppo(spec, what)  # type: ignore[arg-type]
+    cfg = default_ppo(spec, what)
     if args.config is not None:
         cfg = load_toml(args.config, PPOConfig, "ppo", cfg)
     return config_with(
@@ -157,10 +165,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_train_base(args: argparse.Namespace) -> None:
-    from skillbank.recipes.workflows import train_base
-    from skillbank.tasks import parse_task
+    from skillbank.recipes.compat import user_tasks
+    from skillbank.recipes.train import train_base
 
-    spec = parse_task(args.task)
+    (spec,) = user_tasks(None, [args.task])
     hidden = [int(h) for h in args.hidden.split(",") if h]
     lib, result = train_base(
         spec,
@@ -178,7 +186,7 @@ def cmd_train_base(args: argparse.Namespace) -> None:
 
 def cmd_train_skills(args: argparse.Namespace) -> None:
     from skillbank.library.core import PolicyLibrary
-    from skillbank.recipes.workflows import train_full_copies, train_lora_skills
+    from skillbank.recipes.train import train_full_copies, train_lora_skills
 
     lib = PolicyLibrary.load(args.library)
     specs = _specs(args)
@@ -203,7 +211,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     import json
 
     from skillbank.library.core import PolicyLibrary
-    from skillbank.recipes.workflows import evaluate_library
+    from skillbank.recipes.evaluate import evaluate_library
     from skillbank.reporting.html import eval_table
 
     lib = PolicyLibrary.load(args.library, strict=False)
@@ -251,17 +259,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     if getattr(args, "threads", None) and args.verb != "bench":
-        import torch
-
-        torch.set_num_threads(args.threads)
+        set_threads(args)
+    handler = getattr(args, "handler", None) or COMMANDS[args.verb]
     try:
-        handler = getattr(args, "handler", None) or COMMANDS[args.verb]
         handler(args)
     except SystemExit as e:
         return int(e.code or 0)
-    except (ValueError, KeyError, FileNotFoundError, FloatingPointError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"error: {msg}", file=sys.stderr)
+    except SkillbankError as e:  # a user's mistake: one line; anything else is a bug
+        print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
 

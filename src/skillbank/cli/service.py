@@ -3,19 +3,24 @@ runs, library add. Only argparse and pathlib are imported here; each handler imp
 it needs (torch included) after the arguments are parsed.
 
 ``add_parsers(subparsers)`` adds the verbs to a ``skillbank`` parser; each sets
-``args.handler``. ``python -m skillbank.cli.service VERB ...`` runs them on their own.
+``args.handler``, wrapped by ``skillbank.service.guard.guard`` (a ``SkillbankError`` or a
+user's file error prints one line, exit code 2). The trainer's own arguments and runner
+are ``skillbank.service.trainer.main`` (also its ``python -m`` entry).
+``python -m skillbank.cli.service VERB ...`` runs them on their own.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
+
+from skillbank.service.guard import guard as _guard
+from skillbank.service.trainer.main import add_trainer_args, run_trainer
 
 VERBS_HELP = """\
   trainer          the multi-run trainer: watches an outputs folder, one adapter slot per run
-  orchestrator     collects rollouts for one run of an outputs folder (one process per run)
+  orchestrator     collects rollouts for runs of an outputs folder (--run R ... or --all OUT)
   convert-adapter  write a PEFT LoRA adapter as a run's step-0 checkpoint (warm start)
   consolidate      merge a multi-rank checkpoint's rank files (resume on another world size)
   runs             table of the runs of an outputs folder (--watch: live)
@@ -46,62 +51,12 @@ OUT/run_<name>/control/orch.toml (flat fields):
 """
 
 
-def _threads(n: int) -> None:
-    import torch
-
-    torch.set_num_threads(n)
-
-
-def torchrun_command(args: argparse.Namespace) -> list[str]:
-    """``skillbank trainer --nproc N ...`` -> the torchrun command it becomes (one machine)."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    cmd += [f"--nproc-per-node={args.nproc}", "-m", "skillbank.service.trainer"]
-    cmd += ["--config", str(args.config)]
-    cmd += [] if args.out is None else ["--out", str(args.out)]
-    return cmd + ([] if args.threads is None else ["--threads", str(args.threads)])
-
-
 def cmd_trainer(args: argparse.Namespace) -> None:
-    import os
-    import signal
-
-    from skillbank.service.config import load_trainer_config
-
-    if args.nproc < 1:
-        raise ValueError(f"--nproc must be >= 1, got {args.nproc}")
-    cfg = load_trainer_config(args.config, None if args.out is None else str(args.out))
-    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:  # a thin launcher: become torchrun
-        cmd = torchrun_command(args)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.execv(cmd[0], cmd)
-    from skillbank.service.dist import init_from_env, shutdown
-    from skillbank.service.replicas import follow
-    from skillbank.service.trainer import Trainer
-
-    if args.threads is not None:
-        cfg.threads = args.threads
-    _threads(cfg.threads)
-    stop = {"now": False}
-
-    def on_signal(signum: int, frame: object) -> None:
-        stop["now"] = True  # rank 0 stops, then tells the other ranks
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    dist = init_from_env()
-    try:
-        trainer = Trainer(cfg, args.config, dist)
-        if dist is None or dist.is_driver:
-            trainer.serve(lambda: stop["now"])
-        else:
-            follow(trainer)
-    finally:
-        shutdown()
+    run_trainer(args)
 
 
 def cmd_consolidate(args: argparse.Namespace) -> None:
-    from skillbank.service.consolidate import consolidate
+    from skillbank.service.tools.consolidate import consolidate
 
     world, step = consolidate(args.checkpoint)
     if world == 1:
@@ -111,33 +66,27 @@ def cmd_consolidate(args: argparse.Namespace) -> None:
 
 
 def cmd_orchestrator(args: argparse.Namespace) -> None:
-    import time
+    if bool(args.run) == (args.all is not None):
+        from skillbank.errors import ConfigError
 
-    from skillbank.service.config import load_run_config, read_trainer_info
-    from skillbank.service.kinds import get_kind
-    from skillbank.service.paths import OutPaths, run_from_dir
+        raise ConfigError("orchestrator: give --run RUN (one or more) or --all OUT, not both")
+    import torch
 
-    _threads(args.threads)
-    run = run_from_dir(args.run)
-    info_path = OutPaths(run.out).trainer_json
-    deadline = time.monotonic() + args.wait_trainer
-    while not info_path.is_file():
-        if time.monotonic() > deadline:
-            raise FileNotFoundError(f"{info_path}: no trainer on {run.out} (waited)")
-        time.sleep(0.2)
-    while not run.orch_toml.is_file():
-        if time.monotonic() > deadline:
-            raise FileNotFoundError(f"{run.orch_toml}: file not found")
-        time.sleep(0.2)
-    info = read_trainer_info(info_path)
-    cfg, specs = load_run_config(run.orch_toml, info)
-    code = get_kind(cfg.kind).load_entry()(run, cfg, specs, info)
+    torch.set_num_threads(args.threads)
+    if args.all is None and len(args.run) == 1:
+        from skillbank.service.orchestrator.main import run_orchestrator
+
+        code = run_orchestrator(args.run[0], args.wait_trainer)
+    else:
+        from skillbank.service.orchestrator.multi import run_multi
+
+        code = run_multi(args.run or [], args.all, args.wait_trainer)
     if code:
         raise SystemExit(code)
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
-    from skillbank.service.convert import convert_adapter
+    from skillbank.service.tools.convert import convert_adapter
 
     folder = convert_adapter(
         args.adapter,
@@ -152,7 +101,7 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
 
 def cmd_runs(args: argparse.Namespace) -> None:
-    from skillbank.service.status import show_runs
+    from skillbank.service.tools.status import show_runs
 
     if not Path(args.out).is_dir():
         raise FileNotFoundError(f"{args.out}: outputs folder not found")
@@ -160,30 +109,10 @@ def cmd_runs(args: argparse.Namespace) -> None:
 
 
 def cmd_library_add(args: argparse.Namespace) -> None:
-    from skillbank.service.status import add_run_to_library
+    from skillbank.service.tools.library_add import add_run_to_library
 
     name, step = add_run_to_library(args.library, args.run, args.name, args.overwrite)
     print(f"skill {name!r} added to {args.library} (checkpoint step {step})")
-
-
-def _guard(handler: Callable[[argparse.Namespace], None]) -> Callable[[argparse.Namespace], None]:
-    """Run ``handler``; a bad input (config, path, adapter, rollout, checkpoint: all
-    ``ValueError``) or a missing or existing file prints one line and exits with code 2."""
-
-    def run(args: argparse.Namespace) -> None:
-        try:
-            handler(args)
-        except (ValueError, KeyError, FileNotFoundError, FileExistsError) as e:
-            msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-            print(f"error: {msg}", file=sys.stderr)
-            raise SystemExit(2) from None
-        except RuntimeError as e:
-            if type(e).__name__ != "TrainerLockedError":
-                raise
-            print(f"error: {e}", file=sys.stderr)
-            raise SystemExit(2) from None
-
-    return run
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
@@ -197,17 +126,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         epilog=TRAINER_EPILOG,
         formatter_class=raw,
     )
-    p.add_argument("--config", type=Path, required=True, help="trainer.toml")
-    p.add_argument("--out", type=Path, help="outputs folder (overrides output_dir)")
-    p.add_argument("--threads", type=int, help="torch threads (default: the config's, 1)")
-    p.add_argument(
-        "--nproc",
-        type=int,
-        default=1,
-        help="data-parallel trainer ranks on this machine (default 1): runs torchrun "
-        "--standalone --nproc-per-node N -m skillbank.service.trainer with these arguments "
-        "(several machines: run torchrun yourself, docs/scale.md)",
-    )
+    add_trainer_args(p)
     p.set_defaults(handler=_guard(cmd_trainer))
 
     p = subparsers.add_parser(
@@ -223,14 +142,24 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser(
         "orchestrator",
-        help="collect rollouts for one run (start one per run folder)",
+        help="collect rollouts for runs (--run R [--run R2 ...] or --all OUT)",
         description="Read RUN/control/orch.toml, wait for the trainer's broadcasts, collect "
-        "PPO rollouts and write them to RUN/rollouts/. Exits when the run is done, evicted, "
-        "rejected or deleted.",
+        "PPO rollouts and write them to RUN/rollouts/. A run ends when it is done, evicted, "
+        "rejected or deleted. Several --run, or --all OUT (every run folder of OUT, joining "
+        "and leaving as folders come and go; runs until SIGTERM/Ctrl-C): ONE process serves "
+        "them all with one batched act per env step; one run's error ends that run only. "
+        "Runs of kind lm are served one process each (a single --run).",
         epilog=ORCH_EPILOG,
         formatter_class=raw,
     )
-    p.add_argument("--run", type=Path, required=True, help="the run folder OUT/run_<name>")
+    p.add_argument(
+        "--run",
+        type=Path,
+        action="append",
+        default=[],
+        help="a run folder OUT/run_<name> (repeat to serve several runs of one OUT)",
+    )
+    p.add_argument("--all", type=Path, metavar="OUT", help="serve every run of outputs folder OUT")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument(
         "--wait-trainer",

@@ -7,41 +7,45 @@ same run are removed once a newer one is complete.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file, save_file
+import safetensors.torch
+from safetensors.torch import load_file
 from torch import Tensor
 
 from skillbank.algos.normalize import ObsNorm
 from skillbank.continual.paths import (
+    STABLE,
     norms_file,
     progress_file,
     stable_file,
     task_index,
     tensors_file,
 )
-from skillbank.io import read_json, write_json
+from skillbank.errors import FormatError
+from skillbank.io import dumps_json, publish_files, read_json, withdraw_dir
 
 
 def save_state(
     folder: Path, tensors: dict[str, Tensor], norms: list[ObsNorm], progress: dict[str, Any]
 ) -> None:
-    """Write one complete state folder (STABLE last), then drop the run's older ones."""
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    tmp = folder / ".tensors.tmp"
-    save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(tmp))
-    tmp.replace(tensors_file(folder))
-    write_json(norms_file(folder), [n.to_dict() for n in norms])
-    write_json(progress_file(folder), progress)
-    stable_file(folder).write_text("ok\n")
+    """Publish one complete state folder (staged, then one rename; STABLE included),
+    then withdraw the run's older ones."""
+    withdraw_dir(folder, STABLE)
+    blob = safetensors.torch.save({k: v.detach().contiguous() for k, v in tensors.items()})
+    files = {
+        tensors_file(folder).name: blob,
+        norms_file(folder).name: dumps_json([n.to_dict() for n in norms]).encode("utf-8"),
+        progress_file(folder).name: dumps_json(progress).encode("utf-8"),
+        STABLE: b"ok\n",
+    }
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    publish_files(folder, files)
     j = task_index(folder)
     for other in folder.parent.glob("task_*"):
         if other != folder and 0 <= task_index(other) < j:
-            shutil.rmtree(other)
+            withdraw_dir(other, STABLE)
 
 
 def latest_state(run_folder: Path) -> Path | None:
@@ -55,7 +59,7 @@ def latest_state(run_folder: Path) -> Path | None:
 def load_state(folder: Path) -> tuple[dict[str, Tensor], list[ObsNorm], dict[str, Any]]:
     """(tensors, norms, progress) of a complete state folder."""
     if not stable_file(folder).is_file():
-        raise FileNotFoundError(f"{folder}: incomplete state (no STABLE)")
+        raise FormatError(f"{folder}: incomplete state (no STABLE)")
     tensors = load_file(str(tensors_file(folder)))
     raw = read_json_list(norms_file(folder))
     norms = [ObsNorm.from_dict(d) for d in raw]
@@ -66,9 +70,9 @@ def read_json_list(path: Path) -> list:
     import json
 
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: unreadable ({e})") from e
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FormatError(f"{path}: unreadable ({e})") from e
     if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a JSON list")
+        raise FormatError(f"{path}: expected a JSON list")
     return data

@@ -5,19 +5,19 @@ task) or to replace it (``overwrite``)."""
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from skillbank.continual.config import ContinualConfig
-from skillbank.continual.paths import RunPaths
+from skillbank.continual.paths import ContinualPaths
 from skillbank.continual.progress import ContinualProgress
 from skillbank.continual.rollouts import random_policy_return
 from skillbank.continual.runner import run_joint, run_reference, run_sequence
 from skillbank.continual.strategies import Context, get_strategy
 from skillbank.continual.window import EVAL_SEED, Schedule
-from skillbank.io import nan_to_none, read_json, write_json
+from skillbank.errors import ConfigError, SkillbankError
+from skillbank.io import nan_to_none, read_json, withdraw_dir, write_json
 from skillbank.tasks import TaskSpec, get_suite
 
 FORMAT = "skillbank-continual/1"
@@ -25,48 +25,60 @@ FORMAT = "skillbank-continual/1"
 
 def select_tasks(config: ContinualConfig) -> list[TaskSpec]:
     """The suite's tasks in training order (ValueError naming the valid suites/indices)."""
-    suite = get_suite(config.suite)
+    try:
+        suite = get_suite(config.suite)
+    except ValueError as e:  # an unknown suite name (tasks raises a plain ValueError)
+        if isinstance(e, SkillbankError):
+            raise
+        raise ConfigError(f"field suite: {e}") from None
     if config.tasks is None:
         return suite
     bad = [i for i in config.tasks if not 0 <= i < len(suite)]
     if bad:
         listing = ", ".join(f"{i}={s.name}" for i, s in enumerate(suite))
-        raise ValueError(f"task indices {bad} not in suite {config.suite!r}; valid: {listing}")
+        raise ConfigError(
+            f"field tasks: task indices {bad} not in suite {config.suite!r}; valid: {listing}"
+        )
     return [suite[i] for i in config.tasks]
 
 
-def prepare_folder(paths: RunPaths, config: ContinualConfig, resume: bool, overwrite: bool) -> None:
+def prepare_folder(
+    paths: ContinualPaths, config: ContinualConfig, resume: bool, overwrite: bool
+) -> None:
     if resume and overwrite:
-        raise ValueError("give either --resume or --overwrite, not both")
+        raise ConfigError("command line: give either --resume or --overwrite, not both")
     holds_run = any(p.exists() for p in paths.owned())
     if holds_run and overwrite:
         for p in paths.owned():
             if p.is_dir():
-                shutil.rmtree(p)
+                withdraw_dir(p)
             elif p.exists():
                 p.unlink()
     elif holds_run and not resume:
-        raise ValueError(
+        raise ConfigError(
             f"{paths.root}: this folder holds another run ({paths.config.name}, "
             f"{paths.state.name}/); use --resume to continue it or --overwrite to replace it"
         )
     elif resume and paths.config.is_file():
-        old = ContinualConfig.from_dict(read_json(paths.config))
+        old = ContinualConfig.from_dict(read_json(paths.config), str(paths.config))
         diff = old.mismatch(config)
         if diff:
             pairs = "; ".join(f"{k}: {getattr(old, k)!r} -> {getattr(config, k)!r}" for k in diff)
-            raise ValueError(f"{paths.config}: cannot resume with a different config ({pairs})")
+            raise ConfigError(f"{paths.config}: cannot resume with a different config ({pairs})")
     write_json(paths.config, config.to_dict())
 
 
 def make_context(config: ContinualConfig, specs: list[TaskSpec], seed: int) -> Context:
     """Shapes and PPO settings of the sequence: ``default_ppo(spec, "base")`` for full
     networks, ``default_ppo(spec, "lora")`` for skills, ``steps_per_task`` steps each."""
-    from skillbank.recipes.workflows import default_ppo, spaces_of
+    from skillbank.algos.ppo_defaults import default_ppo
+    from skillbank.tasks.spaces import spaces_of
 
     shapes = {spaces_of(s)[:3] for s in specs}
     if len(shapes) != 1:
-        raise ValueError(f"tasks of one sequence need one observation and action shape: {shapes}")
+        raise ConfigError(
+            f"field tasks: tasks of one sequence need one observation and action shape: {shapes}"
+        )
     obs_dim, kind, dim = shapes.pop()
     over = {"total_steps": config.steps_per_task}
     if config.envs_per_task is not None:
@@ -78,7 +90,9 @@ def make_context(config: ContinualConfig, specs: list[TaskSpec], seed: int) -> C
     if config.lora_lr is not None:
         lora = lora.replace(learning_rate=config.lora_lr)
     if full.envs_per_task * full.rollout_steps != lora.envs_per_task * lora.rollout_steps:
-        raise ValueError("full and LoRA PPO settings must collect the same steps per update")
+        raise ConfigError(
+            "field envs_per_task: full and LoRA PPO settings must collect the same steps per update"
+        )
     return Context(specs, config, kind, obs_dim, dim, full, lora, seed)
 
 
@@ -109,9 +123,9 @@ def normalisation(specs: list[TaskSpec], references: dict[str, list[dict]], epis
             continue
         finals = [ref["final"] for runs in references.values() for ref in runs if ref["task"] == i]
         if not finals:
-            raise ValueError(
-                f"task {spec.name!r} has no known max return: its scores are normalised by "
-                "the single-task references, so references must be on"
+            raise ConfigError(
+                f"field references: task {spec.name!r} has no known max return: its scores "
+                "are normalised by the single-task references, so references must be on"
             )
         low = random_policy_return(spec, episodes, EVAL_SEED)
         high = sum(finals) / len(finals)
@@ -129,7 +143,7 @@ def normalisation(specs: list[TaskSpec], references: dict[str, list[dict]], epis
 
 
 def references(
-    ctx: Context, sched: Schedule, paths: RunPaths, progress: ContinualProgress
+    ctx: Context, sched: Schedule, paths: ContinualPaths, progress: ContinualProgress
 ) -> list[dict[str, Any]]:
     """One single-task reference per position; a task visited twice reuses the run of
     its first visit (the same task trained alone)."""
@@ -159,11 +173,12 @@ def run_continual(
     specs = select_tasks(config)
     unbounded = [s.name for s in specs if s.info.max_return is None]
     if unbounded and not config.references:
-        raise ValueError(
-            f"tasks {unbounded} have no known max return: their scores are normalised by the "
-            "single-task references, which references=False (--no-references) turns off"
+        raise ConfigError(
+            f"field references: tasks {unbounded} have no known max return: their scores are "
+            "normalised by the single-task references, which references=False "
+            "(--no-references) turns off"
         )
-    paths = RunPaths(out)
+    paths = ContinualPaths(out)
     prepare_folder(paths, config, resume, overwrite)
     ctx0 = make_context(config, specs, config.first_seed)
     sched = make_schedule(ctx0)
@@ -205,7 +220,7 @@ def run_continual(
     return results
 
 
-def save_results(paths: RunPaths, results: dict[str, Any]) -> None:
+def save_results(paths: ContinualPaths, results: dict[str, Any]) -> None:
     """Write results.json with the current summary (atomic; undefined values as null)."""
     from skillbank.continual.summary import summarise
 

@@ -23,7 +23,12 @@ FT_EPS = 1e-6
 FT_i is defined as 0: nothing is left to transfer."""
 
 
-def auc(steps: Sequence[float], scores: Sequence[float], start: float, end: float) -> float:
+def auc(
+    steps: Sequence[float] | np.ndarray,
+    scores: Sequence[float] | np.ndarray,
+    start: float,
+    end: float,
+) -> float:
     """Mean of the piecewise-linear curve through ``(steps, scores)`` over ``[start, end]``:
     the trapezoidal area divided by ``end - start``. Points outside the window are
     ignored; the curve is held constant before its first and after its last point inside
@@ -73,7 +78,9 @@ def forgetting(r: np.ndarray) -> float:
     return float(forgetting_per_task(r).mean())
 
 
-def forward_transfer_per_task(aucs: Sequence[float], ref_aucs: Sequence[float]) -> np.ndarray:
+def forward_transfer_per_task(
+    aucs: Sequence[float] | np.ndarray, ref_aucs: Sequence[float] | np.ndarray
+) -> np.ndarray:
     """FT_i = (AUC_i - AUC_i^ref) / (1 - AUC_i^ref) -> [T]; 0 where 1 - AUC_ref < FT_EPS."""
     a = np.asarray(aucs, dtype=np.float64)
     b = np.asarray(ref_aucs, dtype=np.float64)
@@ -84,7 +91,9 @@ def forward_transfer_per_task(aucs: Sequence[float], ref_aucs: Sequence[float]) 
     return np.where(room < FT_EPS, 0.0, (a - b) / safe)
 
 
-def forward_transfer(aucs: Sequence[float], ref_aucs: Sequence[float]) -> float:
+def forward_transfer(
+    aucs: Sequence[float] | np.ndarray, ref_aucs: Sequence[float] | np.ndarray
+) -> float:
     """FT = mean_i FT_i."""
     return float(forward_transfer_per_task(aucs, ref_aucs).mean())
 

@@ -15,26 +15,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from skillbank.reporting.paths import ReportPaths
+
 STABLE = "STABLE"
 
 
-class RunPaths:
+class ContinualPaths(ReportPaths):
     """Paths of one output folder."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
 
     @property
     def config(self) -> Path:
         return self.root / "config.json"
-
-    @property
-    def results(self) -> Path:
-        return self.root / "results.json"
-
-    @property
-    def report(self) -> Path:
-        return self.root / "report.html"
 
     @property
     def state(self) -> Path:

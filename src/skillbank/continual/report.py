@@ -15,6 +15,7 @@ from skillbank.continual.summary import (
     summarise,
     task_curve,
 )
+from skillbank.errors import FormatError
 from skillbank.reporting.html import html_table, img, png_data_uri, write_html
 
 ANCHOR = [
@@ -27,7 +28,8 @@ ANCHOR = [
 
 def _short(names: list[str]) -> list[str]:
     """Names without the family prefix; a task visited again gets " (2)", " (3)", ..."""
-    out, seen = [], {}
+    out: list[str] = []
+    seen: dict[str, int] = {}
     for n in names:
         short = n.split("/", 1)[-1]
         seen[short] = seen.get(short, 0) + 1
@@ -192,12 +194,14 @@ def write_report(results: dict[str, Any], path: Path) -> None:
 
 def rebuild(folder: Path) -> Path:
     """``skillbank report DIR``: report.html from DIR/results.json."""
-    from skillbank.continual.paths import RunPaths
+    from skillbank.continual.paths import ContinualPaths
     from skillbank.io import read_json
 
-    paths = RunPaths(folder)
+    paths = ContinualPaths(folder)
     results = read_json(paths.results)
     if results.get("format") != "skillbank-continual/1":
-        raise ValueError(f"{paths.results}: not a skillbank continual results file (format field)")
+        raise FormatError(
+            f"{paths.results}: field 'format': not a skillbank continual results file"
+        )
     write_report(results, paths.report)
     return paths.report

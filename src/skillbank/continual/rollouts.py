@@ -6,20 +6,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from skillbank.algos.distributions import sample_seeded
 from skillbank.algos.normalize import ObsNorm, normalize_rows, stack_norms
-from skillbank.models.actor_critic import make_distribution
 from skillbank.tasks import TaskSpec, make_vec_env
 from skillbank.training.rollout import Forward
-
-
-def sample_action(action_kind: str, policy_out: Tensor, generator: torch.Generator) -> Tensor:
-    """A sample of the policy's action distribution drawn with ``generator``."""
-    dist = make_distribution(action_kind, policy_out)
-    if action_kind == "discrete":
-        return torch.multinomial(dist.probs, 1, generator=generator).squeeze(1)
-    base = dist.base_dist
-    noise = torch.randn(base.loc.shape, generator=generator)
-    return base.loc + base.scale * noise
 
 
 @torch.no_grad()
@@ -45,7 +35,7 @@ def sample_states(
             x = normalize_rows(torch.as_tensor(obs, dtype=torch.float32), mean, inv_std, rows)
             out.append(x)
             policy_out, _ = forward(x, rows)
-            action = sample_action(action_kind, policy_out, gen)
+            action = sample_seeded(action_kind, policy_out, gen)
             obs, *_ = env.step(action.numpy())
         return torch.cat(out)[:num_states]
     finally:

@@ -16,7 +16,7 @@ from torch import nn
 
 from skillbank.algos.normalize import ObsNorm
 from skillbank.continual.checkpoint import latest_state, load_state, save_state
-from skillbank.continual.paths import RunPaths, stable_file
+from skillbank.continual.paths import ContinualPaths, stable_file
 from skillbank.continual.progress import ContinualProgress
 from skillbank.continual.strategies.base import Context, Forward, Strategy
 from skillbank.continual.window import (
@@ -34,13 +34,16 @@ def new_network(ctx: Context, seed: int) -> ActorCritic:
     """A freshly initialised actor-critic (``torch.manual_seed(seed)`` first)."""
     torch.manual_seed(seed)
     net_cfg = ActorCriticConfig(
-        ctx.obs_dim, ctx.action_kind, ctx.action_dim, list(ctx.config.hidden)
+        obs_dim=ctx.obs_dim,
+        action_kind=ctx.action_kind,
+        action_dim=ctx.action_dim,
+        hidden=list(ctx.config.hidden),
     )
     return ActorCritic(net_cfg)
 
 
 def first_task(
-    ctx: Context, sched: Schedule, paths: RunPaths, progress: ContinualProgress, bar: str
+    ctx: Context, sched: Schedule, paths: ContinualPaths, progress: ContinualProgress, bar: str
 ) -> tuple[nn.Module, ObsNorm, dict[str, Any]]:
     """Task 0 as a full network from the seed's init, trained once per seed (cached)."""
     folder = paths.first_task(ctx.seed)
@@ -78,10 +81,23 @@ def first_task(
     return net, norms[0], done
 
 
+def resume_state(
+    strategy: Any, paths: ContinualPaths, resume: bool
+) -> tuple[list[ObsNorm], dict[str, Any]] | None:
+    """With ``resume``: load the strategy's newest saved state into it and return its
+    (statistics, progress record); None when there is none (or no ``resume``)."""
+    latest = latest_state(paths.run(strategy.name, strategy.ctx.seed)) if resume else None
+    if latest is None:
+        return None
+    tensors, norms, rec = load_state(latest)
+    strategy.load_state_tensors(tensors)
+    return norms, rec
+
+
 def run_sequence(
     strategy: Strategy,
     sched: Schedule,
-    paths: RunPaths,
+    paths: ContinualPaths,
     progress: ContinualProgress,
     resume: bool,
 ) -> dict[str, Any]:
@@ -89,10 +105,9 @@ def run_sequence(
     saved task); returns the run's record for results.json."""
     ctx, name = strategy.ctx, strategy.name
     num = ctx.num_tasks
-    latest = latest_state(paths.run(name, ctx.seed)) if resume else None
-    if latest is not None:
-        tensors, norms, rec = load_state(latest)
-        strategy.load_state_tensors(tensors)
+    saved = resume_state(strategy, paths, resume)
+    if saved is not None:
+        norms, rec = saved
         strategy.extras = rec["extras"]
         progress.skip(name, sched.steps * rec["next_task"])
     else:
@@ -149,7 +164,7 @@ def run_sequence(
 
 
 def save_checkpoint(
-    strategy: Strategy, paths: RunPaths, j: int, norms: list[ObsNorm], rec: dict[str, Any]
+    strategy: Strategy, paths: ContinualPaths, j: int, norms: list[ObsNorm], rec: dict[str, Any]
 ) -> None:
     rec["extras"] = strategy.extras
     folder = paths.task_state(strategy.name, strategy.ctx.seed, j)
@@ -167,18 +182,16 @@ def finish_record(strategy: Strategy, norms: list[ObsNorm], rec: dict[str, Any])
 
 
 def run_joint(
-    strategy: Any, sched: Schedule, paths: RunPaths, progress: ContinualProgress, resume: bool
+    strategy: Any, sched: Schedule, paths: ContinualPaths, progress: ContinualProgress, resume: bool
 ) -> dict[str, Any]:
     """``multitask``: every task in one PPO run (``steps_per_task`` steps of each), from
     the seed's init; validated on the mean over tasks."""
     ctx, name = strategy.ctx, strategy.name
     num = ctx.num_tasks
-    latest = latest_state(paths.run(name, ctx.seed)) if resume else None
-    if latest is not None:
-        tensors, norms, rec = load_state(latest)
-        strategy.load_state_tensors(tensors)
+    saved = resume_state(strategy, paths, resume)
+    if saved is not None:
         progress.skip(name, sched.steps * num)
-        return finish_record(strategy, norms, rec)
+        return finish_record(strategy, *saved)
     strategy.net.load_state_dict(new_network(ctx, ctx.seed).state_dict())
     evaluator = Evaluator(ctx)
     policy = strategy.policy()
@@ -215,7 +228,7 @@ def run_joint(
 
 
 def run_reference(
-    ctx: Context, sched: Schedule, task: int, paths: RunPaths, progress: ContinualProgress
+    ctx: Context, sched: Schedule, task: int, paths: ContinualPaths, progress: ContinualProgress
 ) -> dict[str, Any]:
     """Task ``task`` alone, from scratch (random init, full network, same steps, PPO
     settings and ``keep_best`` rule as the sequence's full networks); own seed stream."""

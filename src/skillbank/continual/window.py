@@ -25,6 +25,7 @@ from skillbank.algos.normalize import ObsNorm
 from skillbank.algos.ppo import PPOConfig
 from skillbank.continual.strategies.base import Context, ExtraLoss, Forward
 from skillbank.tasks import TaskSpec
+from skillbank.training.best import BestWeights
 from skillbank.training.loop import evaluate_bank, train_ppo
 
 EVAL_SEED = 424_242
@@ -90,31 +91,6 @@ class Evaluator:
         return {"mean": ret.mean(1).tolist(), "std": ret.std(1).tolist()}
 
 
-class BestKeeper:
-    """A copy of the parameters and statistics with the best score offered so far."""
-
-    def __init__(self, params: Sequence[Tensor]) -> None:
-        self.params = list(params)
-        self.best_score = -float("inf")
-        self.saved: tuple[list[Tensor], list[ObsNorm]] | None = None
-        self.last_was_best = False
-
-    def offer(self, score: float, norms: Sequence[ObsNorm]) -> None:
-        self.last_was_best = score >= self.best_score
-        if self.last_was_best:
-            self.best_score = score
-            weights = [p.detach().clone() for p in self.params]
-            self.saved = (weights, [n.copy() for n in norms])
-
-    @torch.no_grad()
-    def restore(self) -> list[ObsNorm]:
-        """Load the kept parameters; returns the kept statistics."""
-        assert self.saved is not None
-        for p, w in zip(self.params, self.saved[0]):
-            p.copy_(w)
-        return [n.copy() for n in self.saved[1]]
-
-
 def train_window(
     ctx: Context,
     sched: Schedule,
@@ -132,13 +108,13 @@ def train_window(
 ) -> list[ObsNorm]:
     """Train ``bank`` on ``specs`` for one window; ``record(step, live_norms)`` evaluates,
     ``validate(live_norms)`` scores for ``keep_best``. Returns the final statistics."""
-    keeper = BestKeeper(bank.parameters()) if ctx.config.keep_best else None
+    keeper = BestWeights.of_params(bank.parameters()) if ctx.config.keep_best else None
 
     def hook(row: dict, norms: list[ObsNorm]) -> bool:
         if sched.due(row["update"]):
             record(row["steps_per_task"], norms)
             if keeper is not None:
-                keeper.offer(validate(norms), norms)
+                keeper.offer(0, validate(norms), norms, row["steps_per_task"])
         return False
 
     res = train_ppo(
@@ -152,9 +128,10 @@ def train_window(
         extra_loss=extra_loss,
         on_update=on_update,
     )
-    if keeper is None or keeper.last_was_best:
+    kept = None if keeper is None or keeper.last_was_best[0] else keeper.restore(0)
+    if kept is None:
         return list(res.norms)
-    norms = keeper.restore()
+    norms = kept
     record(sched.steps, norms)
     return norms
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from skillbank.interference.hessian import (
@@ -142,15 +141,3 @@ def summarize_pairs(pairs: list[dict[str, Any]]) -> dict[str, float]:
         "n": float(len(pairs)),
     }
     return out
-
-
-def share_at(kry: Mapping[str, Any], k: int) -> float:
-    """Krylov share of the second-order term held by the top-k Ritz directions."""
-    share = kry.get("share") or []
-    if not share:
-        return float("nan")
-    return float(share[min(k, len(share)) - 1])
-
-
-def as_float_list(t: Tensor) -> list[float]:
-    return [float(x) for x in t.detach().reshape(-1).to(torch.float64)]

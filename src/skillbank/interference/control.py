@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -19,12 +18,13 @@ from torch import Tensor, nn
 from torch.distributions import kl_divergence
 from torch.func import functional_call
 
+from skillbank.algos.distributions import make_distribution
 from skillbank.algos.normalize import ObsNorm
+from skillbank.interference.config import ControlOptions
 from skillbank.interference.measures import NeuronPart
-from skillbank.interference.setting import Domain, Setting, identity_effective
-from skillbank.lora.layer import MultiLoraModel
+from skillbank.interference.setting import Setting, SharedTask, identity_effective
+from skillbank.lora import MultiLoraModel
 from skillbank.models import ActorCritic, ActorCriticConfig
-from skillbank.models.actor_critic import make_distribution
 from skillbank.tasks import TaskSpec
 from skillbank.training.loop import FullBank, LoraBank, evaluate_bank, train_ppo
 
@@ -32,31 +32,6 @@ EVAL_SEED = 515_151
 """Greedy evaluation episodes use seeds derived from this."""
 VALID_SEED = EVAL_SEED + 50_000
 """Validation episodes (keep-best during a domain's training) use these seeds."""
-
-
-@dataclass
-class ControlOptions:
-    """The model and PPO settings of the control case."""
-
-    specs: list[TaskSpec]
-    """The tasks in training order."""
-    mode: str = "full"
-    """"full" or "shared-adapter"."""
-    hidden: list[int] = field(default_factory=lambda: [64, 64])
-    """Hidden widths of each trunk."""
-    rank: int = 8
-    """LoRA rank of the shared adapter (alpha = 2 x rank)."""
-    base_steps: int = 50_000
-    """shared-adapter: env steps of full PPO on the first task to make the frozen base."""
-    learning_rate: float | None = None
-    """Adam step (default: the project's PPO default for full networks / LoRA)."""
-    loss_states: int = 1024
-    """States sampled per task for its smooth loss."""
-    eval_episodes: int = 10
-    """Greedy episodes per score."""
-    eval_every: int = 5
-    """keep-best: validate every this many PPO updates (0: keep the last weights)."""
-    seed: int = 0
 
 
 def linear_neurons(model: nn.Module, prefix: str, in_effective: set[str]) -> dict[str, list]:
@@ -88,19 +63,27 @@ class ControlModel:
     """The network, its shared parameters and the PPO pieces every domain uses."""
 
     def __init__(self, opts: ControlOptions) -> None:
-        from skillbank.recipes.workflows import config_with, default_ppo, spaces_of
+        from skillbank.algos.ppo_defaults import config_with, default_ppo
+        from skillbank.tasks.spaces import spaces_of
 
         self.opts = opts
         obs_dim, self.kind, action_dim, self.max_return = spaces_of(opts.specs[0])
         torch.manual_seed(opts.seed)
-        self.net = ActorCritic(ActorCriticConfig(obs_dim, self.kind, action_dim, opts.hidden))
+        self.net = ActorCritic(
+            ActorCriticConfig(
+                obs_dim=obs_dim,
+                action_kind=self.kind,
+                action_dim=action_dim,
+                hidden=list(opts.hidden),
+            )
+        )
         what = "full" if opts.mode == "full" else "lora"
         self.ppo = config_with(default_ppo(opts.specs[0], what), learning_rate=opts.learning_rate)
         self.last_norm: ObsNorm | None = None
         if opts.mode == "full":
             self.module: nn.Module = self.net
             self.bank: Any = FullBank([self.net])
-        elif opts.mode == "shared-adapter":
+        else:  # shared-adapter
             base_cfg = config_with(default_ppo(opts.specs[0], "full"), total_steps=opts.base_steps)
             res = train_ppo(
                 FullBank([self.net]), opts.specs[:1], base_cfg, self.kind, seed=opts.seed
@@ -111,16 +94,19 @@ class ControlModel:
                 0, opts.rank, 2.0 * opts.rank, torch.Generator().manual_seed(opts.seed)
             )
             self.bank = LoraBank(self.module, [0])
-        else:
-            raise ValueError(f"--mode must be 'full' or 'shared-adapter', got {opts.mode!r}")
         self.params = {k: p for k, p in self.module.named_parameters() if p.requires_grad}
+
+    def _lora_model(self) -> MultiLoraModel:
+        """shared-adapter: the wrapped ``MultiLoraModel``."""
+        assert isinstance(self.module, MultiLoraModel)
+        return self.module
 
     def active(self) -> dict[str, Tensor] | None:
         """shared-adapter: the slot's rows and columns within each layer's rank."""
         if self.opts.mode == "full":
             return None
         out = {}
-        for name, layer in self.module.lora_layers().items():
+        for name, layer in self._lora_model().lora_layers().items():
             r = int(layer.slot_rank[0])
             a = torch.zeros_like(layer.lora_A, dtype=torch.bool)  # [1, R, in]
             b = torch.zeros_like(layer.lora_B, dtype=torch.bool)  # [1, out, R]
@@ -146,7 +132,7 @@ class ControlModel:
         if self.opts.mode == "full":
             return identity_effective(theta)
         out = {}
-        for name, layer in self.module.lora_layers().items():
+        for name, layer in self._lora_model().lora_layers().items():
             a = theta[f"base.{name}.lora_A"][0]  # [r, in]
             b = theta[f"base.{name}.lora_B"][0]  # [out, r]
             out[f"base.{name}.weight"] = layer.base_layer.weight + layer.slot_scale[0] * b @ a
@@ -175,7 +161,7 @@ class ControlDomain:
         return self.m.last_norm or ObsNorm.identity(self.m.net.config.obs_dim)
 
     def train(self, steps: int, seed: int, sequence: bool) -> dict[str, Any]:
-        from skillbank.recipes.workflows import config_with
+        from skillbank.algos.ppo_defaults import config_with
 
         m = self.m
         cfg = config_with(m.ppo, total_steps=steps)
@@ -254,7 +240,7 @@ def control_setting(opts: ControlOptions) -> Setting:
     for i, spec in enumerate(opts.specs):
         cd = ControlDomain(model, spec, i)
         domains.append(
-            Domain(spec.name, cd.train, cd.score, cd.make_loss, cd.get_state, cd.set_state)
+            SharedTask(spec.name, cd.train, cd.score, cd.make_loss, cd.get_state, cd.set_state)
         )
     eff_names = set(model.effective(model.params))
     prefix = "" if opts.mode == "full" else "base."

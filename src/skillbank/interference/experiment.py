@@ -17,8 +17,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from safetensors.torch import save_file
 from torch import Tensor
 
+from skillbank.errors import ConfigError
 from skillbank.interference.analysis import eigenpairs, measure_pair, taylor_terms
-from skillbank.interference.config import FORMAT, InterferenceConfig, RunPaths
+from skillbank.interference.config import FORMAT, InterferenceConfig, InterferencePaths
 from skillbank.interference.hessian import LossFn, gradient, hvp, loss_value
 from skillbank.interference.measures import ABS_TOL, flat, sub, unflat, update_sparsity
 from skillbank.interference.repair import (
@@ -87,7 +88,7 @@ def pick_repair(names: list[str], stages: list[dict[str, Any]], wanted: str | No
     increase of its smooth loss)."""
     if wanted is not None:
         if wanted not in names[:-1]:
-            raise ValueError(f"--repair-domain {wanted!r} is not one of {names[:-1]}")
+            raise ConfigError(f"field repair_domain: {wanted!r} is not one of {names[:-1]}")
         return names.index(wanted)
     final = stages[-1]
     keys = [
@@ -180,7 +181,7 @@ def run_rollback(
 
 
 def train_sequence(
-    setting: Setting, cfg: InterferenceConfig, paths: RunPaths, steps: Steps
+    setting: Setting, cfg: InterferenceConfig, paths: InterferencePaths, steps: Steps
 ) -> tuple[list[dict[str, Tensor]], list[LossFn], list[dict[str, Any]], list[dict[str, Any]]]:
     """Train every domain in order; (thetas [initial + one per domain], smooth losses,
     stages with every domain's score (and the losses defined so far), training log)."""
@@ -251,12 +252,12 @@ def run_experiment(
     setting: Setting, cfg: InterferenceConfig, out: Path, quiet: bool = False
 ) -> dict[str, Any]:
     """The whole run; returns the results (also written to OUT/results.json)."""
-    paths = RunPaths(out)
+    paths = InterferencePaths(out)
     names, num = setting.names, len(setting.domains)
     if num < 2:
-        raise ValueError("interference needs at least two domains")
+        raise ConfigError("field domains: interference needs at least two domains")
     if cfg.repair_domain is not None and cfg.repair_domain not in names[:-1]:
-        raise ValueError(f"--repair-domain {cfg.repair_domain!r} is not one of {names[:-1]}")
+        raise ConfigError(f"field repair_domain: {cfg.repair_domain!r} is not one of {names[:-1]}")
     total = num + num * (num - 1) // 2 + (num - 1) + 1 + len(cfg.rollback_fractions)
     started = time.perf_counter()
     with Steps(total, quiet) as steps:

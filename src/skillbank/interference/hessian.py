@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -135,7 +136,7 @@ def eigen_share(direction: Tensor, values: Tensor, vectors: Tensor, quad: float)
     return [float(p) / quad if quad != 0 else float("nan") for p in part]
 
 
-def krylov_share(matvec: MatVec, direction: Tensor, steps: int) -> dict[str, object]:
+def krylov_share(matvec: MatVec, direction: Tensor, steps: int) -> dict[str, Any]:
     """Resolve ``d^T H d`` into the Ritz directions of the Krylov space of H from d.
 
     Returns ``quad`` (= ``|d|^2 alpha_0``, exact), ``contrib`` (the c_i sorted by |c_i|,

@@ -162,7 +162,7 @@ def dot(a: Params, b: Params) -> float:
     return float(sum((a[k].detach() * b[k].detach()).sum() for k in a))
 
 
-def pearson(x: Sequence[float], y: Sequence[float]) -> float:
+def pearson(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
     """Pearson correlation (NaN with fewer than 3 finite pairs or no variance)."""
     xa, ya = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     ok = np.isfinite(xa) & np.isfinite(ya)

@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from skillbank.interference.config import FORMAT, RunPaths
+from skillbank.errors import FormatError
+from skillbank.interference.config import FORMAT, InterferencePaths
 from skillbank.interference.summary import (
     MIN_DROP,
     rollback_points,
@@ -381,10 +382,10 @@ def load_results(folder: Path) -> dict[str, Any]:
     per-pair measures back to NaN)."""
     from skillbank.io import read_json
 
-    paths = RunPaths(folder)
+    paths = InterferencePaths(folder)
     res = read_json(paths.results)
     if res.get("format") != FORMAT:
-        raise ValueError(
+        raise FormatError(
             f"{paths.results}: not a skillbank interference results file (field 'format')"
         )
     res["pairs"] = [none_to_nan(p) for p in res["pairs"]]  # undefined cosines were nulls
@@ -393,7 +394,7 @@ def load_results(folder: Path) -> dict[str, Any]:
 
 def rebuild(folder: Path) -> Path:
     """``skillbank interference-report DIR``: report.html from DIR/results.json."""
-    paths = RunPaths(folder)
+    paths = InterferencePaths(folder)
     write_report(load_results(folder), paths.report)
     return paths.report
 

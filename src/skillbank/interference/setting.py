@@ -26,7 +26,7 @@ def _ignore_state(state: object) -> None:
 
 
 @dataclass
-class Domain:
+class SharedTask:
     """One domain (a text task or a control task) trained on the shared parameters."""
 
     name: str
@@ -57,7 +57,7 @@ class Setting:
     """"control" or "text"."""
     mode: str
     """"full" (every weight) or "shared-adapter" (one LoRA adapter for all domains)."""
-    domains: list[Domain]
+    domains: list[SharedTask]
     """The domains in training order."""
     params: dict[str, nn.Parameter]
     """The shared trainable parameters (theta), by name."""

@@ -11,8 +11,6 @@ up_proj and column j of down_proj (in shared-adapter mode, of the merged weights
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,40 +18,11 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from skillbank.interference.config import TextOptions
 from skillbank.interference.measures import NeuronPart
-from skillbank.interference.setting import Domain, Setting
+from skillbank.interference.setting import Setting, SharedTask
 
 MLP_PROJ = ("gate_proj", "up_proj", "down_proj")
-
-
-@dataclass
-class TextOptions:
-    """The LM and its training settings for the text case."""
-
-    domains: list[str]
-    """Text domains in training order (``skillbank.lm.get_domain`` names)."""
-    mode: str = "shared-adapter"
-    """"shared-adapter" (one LoRA adapter, slot 0) or "full" (every base weight)."""
-    base: Path | None = None
-    """Base folder (default: the packaged tiny LM)."""
-    rank: int = 8
-    """LoRA rank of the shared adapter (alpha = 2 x rank)."""
-    learning_rate: float | None = None
-    """Adam step of GRPO (default 5e-4 for the adapter: GRPOConfig's 2e-3 degrades the
-    SFT-warmed adapter on this LM; 1e-4 for full weights)."""
-    warmup_sft: int = 400
-    """Joint SFT steps on all domains before the sequence (so that every domain starts
-    competent, as a pretrained LLM does before its RL stages); in full mode the SFT adapter
-    is then merged into the base weights. 0: none."""
-    prompts_per_step: int = 8
-    """GRPO prompts per step."""
-    group_size: int = 8
-    """GRPO completions per prompt."""
-    loss_samples: int = 64
-    """Reference answers per smooth loss."""
-    eval_n: int = 100
-    """Test prompts per score."""
-    seed: int = 0
 
 
 class FullWeightsAdam:
@@ -87,8 +56,6 @@ class TextModel:
     def __init__(self, opts: TextOptions) -> None:
         from skillbank.lm import SlotLM, init_slot, load_base
 
-        if opts.mode not in ("shared-adapter", "full"):
-            raise ValueError(f"--mode must be 'full' or 'shared-adapter', got {opts.mode!r}")
         self.opts = opts
         base, tok = load_base(opts.base) if opts.base else load_base()
         self.lm = SlotLM(base, tok, num_slots=1, capacity=opts.rank)
@@ -221,8 +188,6 @@ def warm_up(m: TextModel, domains: list[TextDomain]) -> dict[str, Any]:
 
 def text_setting(opts: TextOptions) -> Setting:
     """A ``Setting`` for ``opts.domains`` on the tiny LM (after the joint SFT warm-up)."""
-    if len(set(opts.domains)) != len(opts.domains):
-        raise ValueError(f"--domains: a domain appears twice in {opts.domains}")
     from skillbank.lm import get_domain
 
     for name in opts.domains:  # an unknown name fails here, before the model loads
@@ -230,7 +195,7 @@ def text_setting(opts: TextOptions) -> Setting:
     model = TextModel(opts)
     tds = [TextDomain(model, name, i) for i, name in enumerate(opts.domains)]
     warm = warm_up(model, tds) if opts.warmup_sft > 0 else None
-    domains = [Domain(td.domain.name, td.train, td.score, td.make_loss) for td in tds]
+    domains = [SharedTask(td.domain.name, td.train, td.score, td.make_loss) for td in tds]
     return Setting(
         kind="text",
         mode=opts.mode,

@@ -15,52 +15,30 @@ per row) is one forward call.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from skillbank.algos.normalize import ObsNorm, normalize_rows, stack_norms
-from skillbank.errors import SkillbankError
-from skillbank.io import read_json, write_json
-from skillbank.lora import peft_io
-from skillbank.lora.layer import MultiLoraModel
-from skillbank.models import build_base
+from skillbank.algos.distributions import greedy_action, make_distribution
+from skillbank.algos.normalize import CLIP, ObsNorm, stack_norms
+from skillbank.io import read_json, stage_dir, withdraw_dir, write_json
+from skillbank.library import acting, export
+from skillbank.library.errors import LibraryError, check_skill_name
+from skillbank.library.export import load_policy
+from skillbank.lora import MultiLoraModel, peft_io
 
 FORMAT_VERSION = 1
 DEFAULT_CAPACITY = 16
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 
-
-class LibraryError(SkillbankError, ValueError):
-    """A library folder, skill or argument is not usable; the message names file and field."""
-
-
-def check_skill_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or name in (".", ".."):
-        raise LibraryError(
-            f"skill name {name!r} is not allowed: use letters, digits, '_', '-', '.' (<= 100)"
-        )
-    return name
-
-
-def _unsort(out: Any, order: Tensor) -> Any:
-    """Rows of every tensor in ``out`` (tensor, tuple, list, dict) computed in ``order``
-    back to the caller's order."""
-    if isinstance(out, Tensor):
-        return out.new_empty(out.shape).index_copy_(0, order, out)
-    if isinstance(out, (tuple, list)):
-        return type(out)(_unsort(o, order) for o in out)
-    if isinstance(out, dict):
-        return {k: _unsort(v, order) for k, v in out.items()}
-    return out
+__all__ = ["LibraryError", "PolicyLibrary", "check_skill_name", "load_policy"]
 
 
 class PolicyLibrary:
@@ -73,6 +51,7 @@ class PolicyLibrary:
         self._skills: dict[str, dict] = {}  # name -> skill.json content
         self._slot: dict[str, int] = {}
         self.load_errors: dict[str, str] = {}
+        self.small_batch_rows = acting.SMALL_BATCH_ROWS  # act(): 1 thread up to this batch
         self.base_norm = (
             ObsNorm.from_dict(base_config["obs_norm"]) if base_config.get("obs_norm") else None
         )
@@ -90,8 +69,16 @@ class PolicyLibrary:
             for slot in self._slot.values():
                 copy_base.load_slot_state(slot, old.slot_state(slot))
         self.model = copy_base
+        self._layer0 = next(iter(copy_base.layers.values()))
+        self._changed()
+
+    def _changed(self) -> None:
+        """Forget everything derived from the skills (normalisation, merged modules,
+        routes): called whenever a skill or the slot layout changes."""
+        self._generation = getattr(self, "_generation", 0) + 1
         self._norm_cache: tuple[Tensor, Tensor] | None = None
-        self._merged_cache: dict[str, tuple[tuple, nn.Module]] = {}
+        self._single_cache: acting.LRU[acting.Single] = acting.LRU()
+        self._route_cache: acting.LRU[acting.Route] = acting.LRU()
 
     @classmethod
     def create(
@@ -116,13 +103,11 @@ class PolicyLibrary:
         if (path / "library.json").exists() and not overwrite:
             raise LibraryError(f"{path / 'library.json'}: a library exists here (overwrite=False)")
         base_dir = path / "base"
-        tmp = path / f".base-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir(parents=True)
+        tmp = stage_dir(base_dir)
         state = {k: v.detach().contiguous() for k, v in base_module.state_dict().items()}
         save_file(state, str(tmp / "model.safetensors"))
         write_json(tmp / "config.json", base_config)
-        if base_dir.exists():
-            shutil.rmtree(base_dir)
+        withdraw_dir(base_dir)
         os.replace(tmp, base_dir)
         (path / "skills").mkdir(exist_ok=True)
         lib = cls(path, _deepcopy(base_module), dict(base_config), capacity)
@@ -140,20 +125,7 @@ class PolicyLibrary:
             raise LibraryError(
                 f"{path / 'library.json'}: format_version {version!r}, expected {FORMAT_VERSION}"
             )
-        base_config = read_json(path / "base" / "config.json", LibraryError)
-        for key in ("kind", "kwargs"):
-            if key not in base_config:
-                raise LibraryError(f"{path / 'base' / 'config.json'}: missing field {key!r}")
-        try:
-            base = build_base(base_config["kind"], base_config["kwargs"])
-        except (TypeError, ValueError) as e:
-            raise LibraryError(f"{path / 'base' / 'config.json'}: field 'kwargs': {e}") from e
-        weights = path / "base" / "model.safetensors"
-        try:
-            state = load_file(str(weights))
-            base.load_state_dict(state)
-        except Exception as e:  # safetensors raises several types on corrupt files
-            raise LibraryError(f"{weights}: cannot load base weights ({e})") from e
+        base, base_config = load_policy(path / "base")
         names = index.get("skills", [])
         capacity = int(index.get("capacity", DEFAULT_CAPACITY))
         lib = cls(path, base, base_config, capacity)
@@ -230,7 +202,7 @@ class PolicyLibrary:
             self.model.zero_slot(old)
         self._slot[name] = slot
         self._skills[name] = meta
-        self._norm_cache = None
+        self._changed()
 
     def add_skill(
         self,
@@ -261,13 +233,8 @@ class PolicyLibrary:
             write_json(tmp / "skill.json", meta)
             slot, meta = self._load_into_free_slot(tmp)  # the old skill stays until this works
             final = skills_dir / name
-            if final.exists():
-                trash = skills_dir / f".old-{name}-{uuid.uuid4().hex[:8]}"
-                os.replace(final, trash)
-                os.replace(tmp, final)
-                shutil.rmtree(trash)
-            else:
-                os.replace(tmp, final)
+            withdraw_dir(final)  # renamed out of the way, then deleted
+            os.replace(tmp, final)
             self._register(name, slot, meta)
         finally:
             if tmp.exists():
@@ -278,9 +245,9 @@ class PolicyLibrary:
         slot = self.slot_of(name)
         self.model.zero_slot(slot)
         del self._slot[name], self._skills[name]
-        self._norm_cache = None
+        self._changed()
         self._write_index()
-        shutil.rmtree(self.path / "skills" / name, ignore_errors=True)
+        withdraw_dir(self.path / "skills" / name)
 
     def rename_skill(self, old: str, new: str) -> None:
         slot = self.slot_of(old)
@@ -291,6 +258,7 @@ class PolicyLibrary:
         self._skills = {(new if k == old else k): v for k, v in self._skills.items()}
         del self._slot[old]
         self._slot[new] = slot
+        self._changed()
         self._write_index()
 
     # --------------------------------------------------------------- running
@@ -323,25 +291,55 @@ class PolicyLibrary:
     def _forward_ids(self, x: Tensor, ids: Tensor) -> Any:
         if ids.numel() > 1 and not bool((ids[1:] >= ids[:-1]).all()):
             order = torch.argsort(ids, stable=True)
-            with self.model.slots(ids[order]):
-                out = self.model.base(x.index_select(0, order))
-            return _unsort(out, order)
-        with self.model.slots(ids):
-            return self.model.base(x)
+            return self._run_sorted(self.model.base, x, order, ids[order])
+        return self._run_sorted(self.model.base, x, None, ids)
+
+    def _run_sorted(
+        self, fn: Callable[[Tensor], Any], x: Tensor, order: Tensor | None, sorted_ids: Tensor
+    ) -> Any:
+        """``fn(x)`` with rows routed to ``sorted_ids`` (x's rows taken in ``order``)."""
+        if order is None:
+            with self.model.slots(sorted_ids):
+                return fn(x)
+        with self.model.slots(sorted_ids):
+            out = fn(x.index_select(0, order))
+        return acting.unsort(out, order)
+
+    def _version(self) -> tuple[int, ...]:
+        """Changes whenever the library's skills or the adapter weights change."""
+        layer0 = self._layer0
+        return (self._generation, id(self.model), layer0.lora_A._version, layer0.lora_B._version)
 
     def merged(self, name: str | None) -> nn.Module:
         """A plain module with skill ``name`` merged in (the base for None); cached until
-        the slot changes. Single-skill inference through it costs what the base costs."""
+        the slot changes (the last few skills used). Single-skill inference through it costs
+        what the base costs."""
+        return self._single(name).module
+
+    def _single(self, name: str | None) -> acting.Single:
+        key = (name, *self._version())
+        hit = self._single_cache.get(name)
+        if hit is not None and hit.key == key:
+            return hit
+        mean, inv_std = self._norms()
         if name is None:
-            return self._plain
-        slot = self.slot_of(name)
-        layer0 = next(iter(self.model.layers.values()))
-        key = (name, slot, id(self.model), layer0.lora_A._version, layer0.lora_B._version)
-        hit = self._merged_cache.get(name)
-        if hit is None or hit[0] != key:
-            hit = (key, self.model.merged_copy(slot).eval())
-            self._merged_cache[name] = hit
-        return hit[1]
+            module, row = self._plain, mean.shape[0] - 1
+        else:
+            row = self.slot_of(name)
+            module = self.model.merged_copy(row).eval()
+        single = acting.Single(
+            key, module, acting.policy_part(module), mean[row : row + 1], inv_std[row : row + 1]
+        )
+        return self._single_cache.put(name, single)
+
+    def _route(self, skills: Sequence[str | None] | Tensor, n: int) -> acting.Route:
+        cacheable = not isinstance(skills, Tensor) and n <= acting.ROUTE_CACHE_ROWS
+        key = (tuple(skills), self._version()[:2]) if cacheable else None
+        hit = self._route_cache.get(key) if key is not None else None
+        if hit is not None:
+            return hit
+        route = acting.make_route(self.slot_ids(skills, n), *self._norms())
+        return self._route_cache.put(key, route) if key is not None else route
 
     def _norms(self) -> tuple[Tensor, Tensor]:
         """Normalisation stats per slot; row ``num_slots`` holds the base's."""
@@ -360,91 +358,51 @@ class PolicyLibrary:
     def act(
         self,
         obs: np.ndarray | Tensor,
-        skills: str | None | Sequence[str | None],
+        skills: str | None | Sequence[str | None] | Tensor,
         deterministic: bool = True,
     ) -> np.ndarray:
-        """Actions for raw observations ``obs [B, obs_dim]``, each row with its skill's
-        observation normalisation and adapter (``None`` = the base)."""
-        from skillbank.models.actor_critic import greedy_action, make_distribution
+        """Actions for raw observations ``obs [B, obs_dim]`` (or one ``[obs_dim]``), each
+        row with its skill's observation normalisation and adapter (``None`` = the base).
 
-        x = torch.as_tensor(np.asarray(obs), dtype=torch.float32)
+        One name for all rows runs that skill's merged module; a list of names (one per
+        row) one routed forward. Batches of at most ``small_batch_rows`` rows (default
+        ``acting.SMALL_BATCH_ROWS``; 0 = never) run with one intra-op thread (see
+        ``skillbank.library.acting``)."""
+        x = torch.as_tensor(obs, dtype=torch.float32)
         squeeze = x.dim() == 1
         if squeeze:
             x = x.unsqueeze(0)
-        ids = self.slot_ids(skills, x.shape[0])
-        mean, inv_std = self._norms()
-        rows = torch.where(ids < 0, torch.full_like(ids, mean.shape[0] - 1), ids)
-        x = normalize_rows(x, mean, inv_std, rows)
-        if skills is None or isinstance(skills, str):  # one policy: its merged module
-            out = self.merged(skills)(x)
-        else:
-            out = self._forward_ids(x, ids)
-        policy_out = out[0] if isinstance(out, (tuple, list)) else out
-        kind = self.base_config["kwargs"]["action_kind"]
-        if deterministic:
-            action = greedy_action(kind, policy_out)
-        else:
-            action = make_distribution(kind, policy_out).sample()
+        n = x.shape[0]
+        threads = acting.threads_for(n, self.small_batch_rows)
+        with acting.intra_op_threads(threads) if threads else nullcontext():
+            if skills is None or isinstance(skills, str):  # one policy: its merged module
+                single = self._single(skills)
+                x = ((x - single.mean) * single.inv_std).clamp_(-CLIP, CLIP)
+                policy_out = acting.policy_output(single.policy(x))
+            else:
+                route = self._route(skills, n)
+                x = ((x - route.mean) * route.inv_std).clamp_(-CLIP, CLIP)
+                policy = acting.policy_part(self.model.base)
+                out = self._run_sorted(policy, x, route.order, route.sorted_ids)
+                policy_out = acting.policy_output(out)
+            kind = self.base_config["kwargs"]["action_kind"]
+            if deterministic:
+                action = greedy_action(kind, policy_out)
+            else:
+                action = make_distribution(kind, policy_out).sample()
         out = action.numpy()
         return out[0] if squeeze else out
 
     # ----------------------------------------------------------------- export
     def export_skill(self, name: str, out_dir: str | os.PathLike) -> Path:
-        """Write skill ``name`` merged into a plain copy of the base: ``model.safetensors``
-        + ``config.json`` (kind, kwargs, obs_norm, task), and for actor-critics ``policy.py``,
-        a runner that needs only torch and safetensors. ``load_policy`` loads it too."""
-        slot = self.slot_of(name)
-        merged = self.model.merged_copy(slot)
-        out = Path(out_dir)
-        tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir(parents=True)
-        state = {k: v.detach().contiguous() for k, v in merged.state_dict().items()}
-        save_file(state, str(tmp / "model.safetensors"))
-        meta = self._skills[name]
-        config = {
-            "kind": self.base_config["kind"],
-            "kwargs": self.base_config["kwargs"],
-            "obs_norm": meta.get("obs_norm"),
-            "task": meta.get("task"),
-            "skill": name,
-        }
-        write_json(tmp / "config.json", config)
-        if self.base_config["kind"] == "actor_critic":  # a runner that needs no skillbank
-            shutil.copyfile(Path(__file__).with_name("standalone.py"), tmp / "policy.py")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-        return out
+        """Write skill ``name`` merged into a standalone policy folder (see
+        ``skillbank.library.export.export_skill``)."""
+        return export.export_skill(self, name, out_dir)
 
     def memory_report(self) -> dict:
-        """Bytes of the base, of each stored skill (unpadded A and B), the total, and the
-        total of one full copy of the base per skill."""
-        base_bytes = sum(p.numel() * p.element_size() for p in self._plain.parameters())
-        skill_bytes = {}
-        for name, slot in self._slot.items():
-            skill_bytes[name] = sum(
-                (a.numel() + b.numel()) * a.element_size()
-                for a, b, _ in self.model.slot_state(slot).values()
-            )
-        n = len(skill_bytes)
-        total = base_bytes + sum(skill_bytes.values())
-        full = base_bytes * max(n, 1)
-        return {
-            "base_bytes": base_bytes,
-            "skill_bytes": skill_bytes,
-            "total_bytes": total,
-            "full_copies_bytes": full,
-            "saving": 1.0 - total / full if n else 0.0,
-        }
-
-
-def load_policy(folder: str | os.PathLike) -> tuple[nn.Module, dict]:
-    """Load a policy written by ``export_skill`` (or a library's base folder)."""
-    folder = Path(folder)
-    config = read_json(folder / "config.json", LibraryError)
-    module = build_base(config["kind"], config["kwargs"])
-    module.load_state_dict(load_file(str(folder / "model.safetensors")))
-    return module, config
+        """Bytes of the base, of each skill, the total and N full copies (see
+        ``skillbank.library.export.memory_report``)."""
+        return export.memory_report(self)
 
 
 def _deepcopy(module: nn.Module) -> nn.Module:

@@ -1,10 +1,11 @@
-"""Language-model skills: a tiny causal-LM base, text domains, SFT and GRPO on LoRA slots.
+"""Language-model skills: any local Hugging Face causal LM + tokenizer, text domains or
+users' datasets and reward functions, SFT and GRPO on LoRA slots.
 
 Public API (imported lazily: ``import skillbank.lm`` loads neither torch nor transformers)::
 
     from skillbank.lm import load_base, SlotLM, get_domain, init_slot, SFTConfig, train_sft
-    base, tok = load_base()                      # the packaged tiny-lm (from_pretrained)
-    lm = SlotLM(base, tok, num_slots=2)          # LoRA slots on q/k/v/o/gate/up/down
+    base, tok = load_base()                      # the packaged tiny-lm (or any HF folder)
+    lm = SlotLM(base, tok, num_slots=2)          # LoRA slots on the architecture's targets
     init_slot(lm, 0, rank=8)
     train_sft(lm, 0, [get_domain("reverse")], SFTConfig(steps=300))
     score(lm, 0, get_domain("reverse"))          # mean reward on the test split (greedy)
@@ -18,18 +19,30 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from skillbank.lm.adapters import init_slot, load_lm_adapter, save_lm_adapter
+    from skillbank.lm.configs import DataConfig, ModelConfig
+    from skillbank.lm.data import DatasetError, DatasetTask
     from skillbank.lm.domains import DOMAINS, Domain, Example, UnknownDomainError, get_domain
     from skillbank.lm.evaluate import create_lm_library, library_lm, score, score_mixed
     from skillbank.lm.grpo import GRPOConfig, collect, grpo_loss, grpo_step, train_grpo
     from skillbank.lm.model import DEFAULT_BASE, LM_TARGETS, BaseMismatchError, SlotLM, load_base
+    from skillbank.lm.rewards import RewardError, Rewards, load_reward
     from skillbank.lm.sample import PromptTooLongError, generate, token_logprobs
     from skillbank.lm.sft import SFTConfig, answer_nll, sft_batch, sft_loss, train_sft
-    from skillbank.lm.tokenizer import CharTokenizer
+    from skillbank.lm.tokenizer import CharTokenizer, LMTokenizer, load_tokenizer
 
 _LAZY = {
     "init_slot": "adapters",
     "load_lm_adapter": "adapters",
     "save_lm_adapter": "adapters",
+    "DataConfig": "configs",
+    "ModelConfig": "configs",
+    "DatasetError": "data",
+    "DatasetTask": "data",
+    "RewardError": "rewards",
+    "Rewards": "rewards",
+    "load_reward": "rewards",
+    "LMTokenizer": "tokenizer",
+    "load_tokenizer": "tokenizer",
     "DOMAINS": "domains",
     "Domain": "domains",
     "Example": "domains",
@@ -39,7 +52,7 @@ _LAZY = {
     "library_lm": "evaluate",
     "score": "evaluate",
     "score_mixed": "evaluate",
-    "GRPOConfig": "grpo",
+    "GRPOConfig": "configs",
     "collect": "grpo",
     "grpo_loss": "grpo",
     "grpo_step": "grpo",
@@ -52,7 +65,7 @@ _LAZY = {
     "PromptTooLongError": "sample",
     "generate": "sample",
     "token_logprobs": "sample",
-    "SFTConfig": "sft",
+    "SFTConfig": "configs",
     "answer_nll": "sft",
     "sft_batch": "sft",
     "sft_loss": "sft",
@@ -72,6 +85,15 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "BaseMismatchError",
     "CharTokenizer",
+    "DataConfig",
+    "DatasetError",
+    "DatasetTask",
+    "LMTokenizer",
+    "ModelConfig",
+    "RewardError",
+    "Rewards",
+    "load_reward",
+    "load_tokenizer",
     "DEFAULT_BASE",
     "DOMAINS",
     "Domain",

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from skillbank.io import write_json
-from skillbank.lm.model import SlotLM, check_fingerprint
+from skillbank.lm.model import SlotLM, adapter_extra_config, base_source, check_fingerprint
 from skillbank.lora import peft_io
 
 SKILL_JSON = "skill.json"
@@ -31,9 +31,13 @@ def save_lm_adapter(
     base_path: str,
     meta: dict[str, Any] | None = None,
 ) -> Path:
-    """Write slot ``slot`` as a PEFT adapter (task_type CAUSAL_LM) + ``skill.json``."""
+    """Write slot ``slot`` as a PEFT adapter (task_type CAUSAL_LM) + ``skill.json``.
+
+    ``base_model_name_or_path`` is the folder the base was loaded from when known (so
+    ``AutoPeftModelForCausalLM`` resolves it), else ``base_path``."""
     folder = Path(folder)
-    peft_io.save_adapter(lm.mm, slot, folder, base_path, extra_config={"task_type": "CAUSAL_LM"})
+    name = base_source(lm.base) or base_path
+    peft_io.save_adapter(lm.mm, slot, folder, name, extra_config=adapter_extra_config(lm.base))
     write_json(folder / SKILL_JSON, {**(meta or {}), "base": lm.fingerprint()})
     return folder
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 import difflib
 import random
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from skillbank.errors import SkillbankError
 
@@ -26,9 +26,14 @@ LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 @dataclass(frozen=True)
 class Example:
-    prompt: str
+    """One prompt with its reference answer ("" if none) and the dataset's other columns."""
+
+    prompt: Any
+    """A string, or a list of chat messages (conversational datasets)."""
     answer: str
     domain: str
+    extra: dict[str, Any] | None = None
+    """Other columns of a dataset row (passed to reward functions by name)."""
 
 
 def similarity(a: str, b: str) -> float:
@@ -59,6 +64,14 @@ class Domain:
     def format_answer(self, rng: random.Random, ex: Example) -> str:
         """A random answer in the domain's format (pretraining data, no skill)."""
         raise NotImplementedError
+
+    def rewards(self, completions: Sequence[str], examples: Sequence[Example]) -> list[float]:
+        """Rewards of a batch (the interface datasets with reward functions share)."""
+        return [self.reward(c, e.answer) for c, e in zip(completions, examples)]
+
+    def rows(self, n: int, split: str = "train") -> list[dict[str, str]]:
+        """``n`` examples as dataset rows in TRL's prompt / completion format."""
+        return [{"prompt": e.prompt, "completion": e.answer} for e in self.examples(n, split)]
 
     def sample(self, rng: random.Random, split: str = "train") -> Example:
         """One example of ``split`` ("train" or "test")."""

@@ -11,30 +11,32 @@ skills build on. Full-parameter AdamW, loss on every token after bos.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 import torch
 
-from skillbank.lm.domains import DOMAINS, LETTERS, Domain, Example, get_domain
-from skillbank.lm.model import ArchConfig, new_base
-from skillbank.lm.tokenizer import PAD, CharTokenizer
+from skillbank.lm.configs import PretrainConfig
+from skillbank.lm.domains import LETTERS, Domain, Example, get_domain
+from skillbank.lm.model import new_base
+from skillbank.lm.tokenizer import CharTokenizer
 
 
-@dataclass
-class PretrainConfig:
-    """Settings of ``skillbank lm pretrain``."""
-
-    domains: list[str] = field(default_factory=lambda: sorted(DOMAINS))
-    """Domains whose formats the base learns."""
-    arch: ArchConfig = field(default_factory=ArchConfig)
-    steps: int = 1000
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    copy_share: float = 0.6
-    """Share of ``copy:<s>=<s>`` sequences."""
-    seed: int = 0
+def lr_factor(step: int, total: int, pct_start: float = 0.05) -> float:
+    """torch's OneCycleLR (cosine, div_factor 25, final_div_factor 1e4) as a factor of the
+    peak rate, defined for any ``total`` >= 1: when the warm-up would be shorter than one
+    step, it starts at the peak (OneCycleLR divides by zero there)."""
+    initial, final = 1.0 / 25, 1.0 / 25 / 1e4
+    up_end, down_end = float(pct_start * total) - 1, float(total - 1)
+    phases = [(0.0, up_end, initial, 1.0), (up_end, down_end, 1.0, final)]
+    if up_end <= 0:
+        phases = [(0.0, max(down_end, 1.0), 1.0, final)]
+    for start, end, lr0, lr1 in phases:
+        if step <= end or end == phases[-1][1]:
+            pct = min(1.0, max(0.0, (step - start) / max(end - start, 1e-12)))
+            return lr1 + (lr0 - lr1) / 2.0 * (1 + math.cos(math.pi * pct))
+    return final
 
 
 def copy_example(rng: random.Random) -> Example:
@@ -59,9 +61,7 @@ def pretrain(
     model = new_base(cfg.arch, tok, cfg.seed)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, cfg.learning_rate, total_steps=cfg.steps, pct_start=0.05
-    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg.steps))
     rng = random.Random(cfg.seed)
     for step in range(cfg.steps):
         exs = [pretrain_example(rng, domains, cfg.copy_share) for _ in range(cfg.batch_size)]
@@ -71,7 +71,7 @@ def pretrain(
             raise ValueError(f"pretraining sequence of {tokens.shape[1]} tokens > max_len")
         logits = model(input_ids=tokens[:, :-1]).logits  # [B, T-1, V]
         target = tokens[:, 1:].clone()
-        target[target == PAD] = -100
+        target[target == tok.pad_id] = -100
         loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target)
         opt.zero_grad()
         loss.backward()

@@ -9,33 +9,23 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from skillbank.algos.ppo import clip_grad_norm_per_slot
+from skillbank.algos.sft import sft_loss
 from skillbank.algos.slot_adam import SlotAdam
-from skillbank.lm.domains import Domain, Example
+from skillbank.errors import SkillbankError
+from skillbank.lm.configs import SFTConfig
+from skillbank.lm.domains import Example
 from skillbank.lm.model import SlotLM
 from skillbank.lm.sample import encode_prompts, token_logprobs
 
 
-@dataclass
-class SFTConfig:
-    """Settings of ``skillbank lm sft``."""
-
-    steps: int = 300
-    """Optimiser steps."""
-    batch_size: int = 32
-    """Examples per step."""
-    learning_rate: float = 3e-3
-    """Adam learning rate."""
-    max_grad_norm: float = 1.0
-    """Per-slot gradient-norm clip."""
-    seed: int = 0
-    """Seed of the training examples."""
+class SFTDataError(SkillbankError, ValueError):
+    """An SFT example without an answer, or longer than the model's context."""
 
 
 def sft_batch(lm: SlotLM, examples: Sequence[Example]) -> tuple[Tensor, Tensor]:
@@ -43,9 +33,13 @@ def sft_batch(lm: SlotLM, examples: Sequence[Example]) -> tuple[Tensor, Tensor]:
     prompts = encode_prompts(lm, [ex.prompt for ex in examples])
     rows, masks = [], []
     for p, ex in zip(prompts, examples):
+        if not ex.answer:
+            raise SFTDataError(
+                f"{ex.domain}: example {str(ex.prompt)[:40]!r} has no completion to learn"
+            )
         a = lm.tok.answer_ids(ex.answer)
         if len(p) + len(a) > lm.max_len:
-            raise ValueError(
+            raise SFTDataError(
                 f"example {ex.prompt!r} -> {ex.answer!r} has {len(p) + len(a)} tokens; "
                 f"the model's context is {lm.max_len}"
             )
@@ -56,12 +50,6 @@ def sft_batch(lm: SlotLM, examples: Sequence[Example]) -> tuple[Tensor, Tensor]:
     for i, m in enumerate(masks):
         mask[i, : len(m)] = torch.tensor(m)
     return tokens, mask
-
-
-def sft_loss(logp: Tensor, mask: Tensor) -> Tensor:
-    """Mean NLL of the masked tokens; ``logp``, ``mask``: [B, T]."""
-    m = mask.float()
-    return -(logp * m).sum() / m.sum().clamp(min=1)
 
 
 def answer_nll(lm: SlotLM, slot: int, examples: Sequence[Example], batch: int = 64) -> float:
@@ -80,7 +68,7 @@ def answer_nll(lm: SlotLM, slot: int, examples: Sequence[Example], batch: int = 
 def train_sft(
     lm: SlotLM,
     slot: int,
-    domains: Sequence[Domain],
+    domains: Sequence[Any],
     cfg: SFTConfig,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     optimizer: Any = None,
@@ -101,7 +89,7 @@ def train_sft(
         exs = [domains[i % len(domains)].sample(rng) for i in range(cfg.batch_size)]
         tokens, mask = sft_batch(lm, exs)
         logp = token_logprobs(lm.mm, tokens, torch.full((tokens.shape[0],), slot))
-        loss = sft_loss(logp, mask)
+        loss = sft_loss(logp, mask)  # algos.sft
         opt.zero_grad()
         loss.backward()
         opt.skip_nonfinite()
@@ -112,3 +100,6 @@ def train_sft(
         if on_step is not None:
             on_step(step, stats)
     return history
+
+
+__all__ = ["SFTConfig", "SFTDataError", "answer_nll", "sft_batch", "sft_loss", "train_sft"]

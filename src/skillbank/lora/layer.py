@@ -21,114 +21,21 @@ manager), or explicitly as ``layer(x, slot_ids=...)``; there is no global state.
 
 from __future__ import annotations
 
-import copy
 import math
-import re
-from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-
-@dataclass
-class RowPlan:
-    """How the rows of one forward pass are grouped by slot (shared by every layer)."""
-
-    slots: Tensor  # [N] used slot ids, ascending
-    slot_list: list[int]  # same, as Python ints
-    block: int  # M: rows per slot in the padded block
-    gather: Tensor | None  # [N*M] row index of each block position; None = identity view
-    valid: Tensor | None  # [V] block positions holding a real row; None = all of them
-    rows: Tensor | None  # [V] destination row of each valid position; None = in order
-
-
-def make_plan(slot_ids: Tensor) -> RowPlan | None:
-    """Group flat slot ids ``[rows]`` into a padded per-slot block. None if all are -1."""
-    ids = slot_ids.reshape(-1).long()
-    n_rows = ids.numel()
-    if n_rows == 0:
-        return None
-    if int(ids.min()) < -1:
-        raise ValueError(f"slot ids must be >= -1 (-1 = base only), got {int(ids.min())}")
-    active = ids >= 0
-    if not bool(active.any()):
-        return None
-    all_active = bool(active.all())
-    sorted_in = all_active and bool((ids[1:] >= ids[:-1]).all())
-    if sorted_in:
-        order = None
-        sorted_ids = ids
-    else:
-        act_rows = torch.nonzero(active).squeeze(1)
-        keys = ids[act_rows]
-        perm = torch.argsort(keys, stable=True)
-        order = act_rows[perm]  # [V] original row of each sorted entry
-        sorted_ids = keys[perm]
-    slots, counts = torch.unique_consecutive(sorted_ids, return_counts=True)
-    block = int(counts.max())
-    slot_list = [int(s) for s in slots.tolist()]
-    if sorted_in and bool((counts == block).all()):
-        return RowPlan(slots, slot_list, block, None, None, None)
-    n_valid = sorted_ids.numel()
-    starts = torch.cumsum(counts, 0) - counts  # [N] start of each segment in sorted order
-    j = torch.arange(block, device=ids.device)
-    # sorted position of block cell (k, j): repeat the segment's last row as padding
-    pos = starts[:, None] + torch.minimum(j[None, :], counts[:, None] - 1)  # [N, M]
-    valid_cell = j[None, :] < counts[:, None]  # [N, M]
-    valid = torch.nonzero(valid_cell.reshape(-1)).squeeze(1)  # [V], in sorted order
-    pos = pos.reshape(-1)
-    gather = pos if order is None else order[pos]
-    assert valid.numel() == n_valid
-    return RowPlan(slots, slot_list, block, gather, valid, order)
-
-
-class SlotRouter:
-    """Carries the slot ids of the current forward pass to the layers of one model."""
-
-    def __init__(self) -> None:
-        self._ids: Tensor | None = None
-        self._plans: dict[tuple[int, ...], RowPlan | None] = {}
-
-    @contextmanager
-    def route(self, slot_ids: Tensor | None) -> Iterator[None]:
-        """Within the block every routed layer uses ``slot_ids`` ([batch] or [batch, seq])."""
-        prev = (self._ids, self._plans)
-        self._ids, self._plans = slot_ids, {}
-        try:
-            yield
-        finally:
-            self._ids, self._plans = prev
-
-    @property
-    def active(self) -> Tensor | None:
-        return self._ids
-
-    def plan_for(self, lead_shape: torch.Size) -> RowPlan | None:
-        """Plan for an input whose leading (row) dims are ``lead_shape``; cached per shape."""
-        key = tuple(lead_shape)
-        if key not in self._plans:
-            assert self._ids is not None
-            self._plans[key] = make_plan(broadcast_ids(self._ids, lead_shape))
-        return self._plans[key]
-
-
-def broadcast_ids(slot_ids: Tensor, lead_shape: torch.Size) -> Tensor:
-    """Broadcast ids ``[batch]`` or ``[batch, seq]`` over an input's leading dims."""
-    ids = torch.as_tensor(slot_ids)
-    if tuple(ids.shape) == tuple(lead_shape):
-        return ids
-    if ids.dim() <= len(lead_shape) and tuple(lead_shape[: ids.dim()]) == tuple(ids.shape):
-        view = ids.reshape(tuple(ids.shape) + (1,) * (len(lead_shape) - ids.dim()))
-        return view.expand(lead_shape)
-    raise ValueError(
-        f"slot ids of shape {tuple(ids.shape)} do not match input rows {tuple(lead_shape)}"
-    )
+from skillbank.lora.routing import SlotRouter, broadcast_ids, make_plan
 
 
 class MultiLoraLinear(nn.Module):
     """A frozen ``nn.Linear`` plus ``num_slots`` LoRA adapters of rank <= ``rank``."""
+
+    # buffers registered in __init__ (declared so attribute access is typed as Tensor)
+    slot_rank: Tensor
+    slot_alpha: Tensor
+    slot_scale: Tensor
 
     def __init__(
         self,
@@ -146,9 +53,9 @@ class MultiLoraLinear(nn.Module):
         out_f, in_f = w.shape
         self.in_features, self.out_features = in_f, out_f
         self.num_slots, self.capacity = num_slots, rank
-        kw = {"device": w.device, "dtype": w.dtype}
-        self.lora_A = nn.Parameter(torch.zeros(num_slots, rank, in_f, **kw))  # [S, R, in]
-        self.lora_B = nn.Parameter(torch.zeros(num_slots, out_f, rank, **kw))  # [S, out, R]
+        dev, dt = w.device, w.dtype
+        self.lora_A = nn.Parameter(torch.zeros(num_slots, rank, in_f, device=dev, dtype=dt))  # [S, R, in]
+        self.lora_B = nn.Parameter(torch.zeros(num_slots, out_f, rank, device=dev, dtype=dt))  # [S, out, R]
         self.register_buffer("slot_rank", torch.zeros(num_slots, dtype=torch.long))
         self.register_buffer("slot_alpha", torch.zeros(num_slots, dtype=torch.float32))
         self.register_buffer("slot_scale", torch.zeros(num_slots, dtype=w.dtype))  # alpha / r
@@ -175,6 +82,8 @@ class MultiLoraLinear(nn.Module):
         n, m = len(plan.slot_list), plan.block
         if plan.slot_list[-1] >= self.num_slots:
             raise IndexError(f"slot id {plan.slot_list[-1]} >= num_slots {self.num_slots}")
+        a: Tensor
+        b: Tensor
         if n == self.num_slots:  # every slot present: no copy of the adapter stacks
             a, b, s = self.lora_A, self.lora_B, self.slot_scale
         else:
@@ -283,135 +192,3 @@ class MultiLoraLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"slots={self.num_slots}, capacity={self.capacity}"
-
-
-def _matches(name: str, targets: str | Sequence[str] | None, module: nn.Module) -> bool:
-    if not isinstance(module, nn.Linear):
-        return False
-    if targets is None:
-        return True
-    if isinstance(targets, str):
-        return re.fullmatch(targets, name) is not None
-    return any(name == t or name.endswith("." + t) for t in targets)
-
-
-def inject(
-    model: nn.Module,
-    num_slots: int,
-    rank: int,
-    target_modules: str | Sequence[str] | None = None,
-    router: SlotRouter | None = None,
-) -> dict[str, MultiLoraLinear]:
-    """Replace matching ``nn.Linear`` modules of ``model`` in place; returns {path: layer}.
-
-    ``target_modules``: a list of exact names or name suffixes (PEFT style), a regex string
-    matched against the full module path, or None for every Linear.
-    """
-    found = [
-        (n, m)
-        for n, m in model.named_modules()
-        if n and not isinstance(m, MultiLoraLinear) and _matches(n, target_modules, m)
-    ]
-    if not found:
-        raise ValueError(f"no nn.Linear in the model matches target_modules={target_modules!r}")
-    layers = {}
-    for name, module in found:
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        layer = MultiLoraLinear(module, num_slots, rank, router)  # type: ignore[arg-type]
-        setattr(parent, child, layer)
-        layers[name] = layer
-    return layers
-
-
-def strip(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` with every MultiLoraLinear replaced by its base layer."""
-    plain = copy.deepcopy(model)
-    for name, module in list(plain.named_modules()):
-        if isinstance(module, MultiLoraLinear):
-            parent_name, _, child = name.rpartition(".")
-            parent = plain.get_submodule(parent_name) if parent_name else plain
-            setattr(parent, child, module.base_layer)
-    for p in plain.parameters():
-        p.requires_grad_(True)
-    return plain
-
-
-class MultiLoraModel(nn.Module):
-    """A base module with multi-slot LoRA injected; owns the router of its layers.
-
-    ``model(*args, slot_ids=ids, **kw)`` runs the base with each row's slot applied;
-    ``with model.slots(ids): model.base(...)`` does the same for any other entry point.
-    """
-
-    def __init__(
-        self,
-        base: nn.Module,
-        num_slots: int,
-        rank: int,
-        target_modules: str | Sequence[str] | None = None,
-    ) -> None:
-        super().__init__()
-        self.router = SlotRouter()
-        self.base = base
-        base.requires_grad_(False)
-        self.layers = inject(base, num_slots, rank, target_modules, self.router)
-        self.num_slots, self.capacity = num_slots, rank
-        self.target_modules = target_modules
-
-    def forward(self, *args: object, slot_ids: Tensor | None = None, **kwargs: object) -> object:
-        with self.router.route(slot_ids):
-            return self.base(*args, **kwargs)
-
-    def slots(self, slot_ids: Tensor | None) -> AbstractContextManager[None]:
-        """Context manager routing ``slot_ids`` to every layer."""
-        return self.router.route(slot_ids)
-
-    def lora_layers(self) -> dict[str, MultiLoraLinear]:
-        """{module path relative to the base: layer}."""
-        return dict(self.layers)
-
-    def slot_parameters(self) -> list[nn.Parameter]:
-        return [p for layer in self.layers.values() for p in (layer.lora_A, layer.lora_B)]
-
-    def reset_slot(
-        self, k: int, rank: int, alpha: float, generator: torch.Generator | None = None
-    ) -> None:
-        for layer in self.layers.values():
-            layer.reset_slot(k, rank, alpha, generator)
-
-    def zero_slot(self, k: int) -> None:
-        for layer in self.layers.values():
-            layer.zero_slot(k)
-
-    def copy_slot(self, src: int, dst: int) -> None:
-        for layer in self.layers.values():
-            layer.copy_slot(src, dst)
-
-    def slot_state(self, k: int) -> dict[str, tuple[Tensor, Tensor, float]]:
-        """{module path: (A [r, in], B [out, r], alpha)} of slot k."""
-        return {name: layer.get_slot(k) for name, layer in self.layers.items()}
-
-    def load_slot_state(self, k: int, state: dict[str, tuple[Tensor, Tensor, float]]) -> None:
-        unknown = sorted(set(state) - set(self.layers))
-        if unknown:
-            raise KeyError(f"adapter modules not in the model: {unknown}")
-        for name, layer in self.layers.items():
-            if name in state:
-                layer.set_slot(k, *state[name])
-            else:
-                layer.zero_slot(k)
-
-    def plain_base(self) -> nn.Module:
-        """A deep copy of the base with no adapters (plain nn.Linear layers)."""
-        return strip(self.base)
-
-    @torch.no_grad()
-    def merged_copy(self, k: int) -> nn.Module:
-        """A plain copy of the base with slot k merged into its weights (standalone policy)."""
-        plain = strip(self.base)
-        for name, layer in self.layers.items():
-            lin = plain.get_submodule(name)
-            assert isinstance(lin, nn.Linear)
-            lin.weight += layer.delta_weight(k).to(lin.weight)
-        return plain

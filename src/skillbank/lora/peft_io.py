@@ -4,8 +4,8 @@ An adapter folder holds two files, exactly as ``peft`` (0.21) writes them with `
 
 * ``adapter_config.json``: ``peft_type: "LORA"``, ``r``, ``lora_alpha``, ``target_modules``,
   ``rank_pattern`` / ``alpha_pattern`` (per-module exceptions, see below), ``use_rslora``,
-  ``modules_to_save`` and options this module refuses when they change the maths (DoRA,
-  LoRA bias, ...).
+  ``modules_to_save``; every other option must be one skillbank supports or keep peft's
+  default (the allow-list in ``peft_config``).
 * ``adapter_model.safetensors``: ``base_model.model.<module path>.lora_A.weight`` ``[r, in]``
   and ``...lora_B.weight`` ``[out, r]`` (peft drops the adapter name when saving; keys that
   still carry it, ``...lora_A.<adapter>.weight``, are accepted on reading). Full tensors of
@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -40,9 +38,19 @@ import torch
 from safetensors import SafetensorError
 from torch import Tensor
 
-from skillbank.errors import SkillbankError
 from skillbank.io import publish_files
-from skillbank.lora.layer import MultiLoraModel
+from skillbank.lora import MultiLoraModel
+from skillbank.lora.peft_config import (
+    WRITTEN_DEFAULTS,
+    AdapterFormatError,
+    PathLike,
+    check_config,
+    default_and_pattern,
+    is_number,
+    pattern_key,
+    read_config,
+    resolve_pattern,
+)
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -50,58 +58,12 @@ KEY_PREFIX = "base_model.model."
 LORA_PARTS = ("lora_A", "lora_B")
 
 LoraState = dict[str, tuple[Tensor, Tensor, float]]
-PathLike = str | os.PathLike[str]
 
 _LORA_KEY = re.compile(
     re.escape(KEY_PREFIX)
     + r"(?P<path>.+)\.(?P<part>lora_A|lora_B)(?:\.(?P<adapter>[^.]+))?\.weight"
 )
 _WRAPPER_INFIX = re.compile(r"\.modules_to_save\.[^.]+\.")
-
-# Options that change the adapter's maths or structure: each must be off (falsy) to load.
-_MUST_BE_OFF = (
-    "use_dora",
-    "fan_in_fan_out",
-    "lora_bias",
-    "use_qalora",
-    "use_bdlora",
-    "alora_invocation_tokens",
-    "layer_replication",
-    "trainable_token_indices",
-    "target_parameters",
-    "arrow_config",
-    "kasa_config",
-    "monteclora_config",
-)
-# init_lora_weights methods that also rewrite the base weights (the adapter needs that base).
-_BASE_CHANGING_INITS = ("pissa", "olora", "corda", "loftq", "lora_ga")
-
-_DEFAULT_CONFIG: dict[str, Any] = {
-    "peft_type": "LORA",
-    "task_type": None,
-    "base_model_name_or_path": None,
-    "revision": None,
-    "inference_mode": True,
-    "lora_dropout": 0.0,
-    "bias": "none",
-    "fan_in_fan_out": False,
-    "init_lora_weights": True,
-    "use_dora": False,
-    "use_rslora": False,
-    "modules_to_save": None,
-    "rank_pattern": {},
-    "alpha_pattern": {},
-}
-
-
-class AdapterFormatError(SkillbankError, ValueError):
-    """A bad adapter folder or file; the message names the file and the field or key."""
-
-    def __init__(self, path: PathLike, problem: str, field: str | None = None) -> None:
-        self.path = str(path)
-        self.field = field
-        where = self.path if field is None else f"{self.path}: field {field!r}"
-        super().__init__(f"{where}: {problem}")
 
 
 class Adapter(NamedTuple):
@@ -132,112 +94,6 @@ def parse_peft_key(key: str) -> tuple[str, str]:
 def modules_to_save_key(param_path: str) -> str:
     """Safetensors key of a full ``modules_to_save`` tensor (e.g. ``v.2.weight``)."""
     return KEY_PREFIX + param_path
-
-
-# -------------------------------------------------------------------------------- patterns
-def _pattern_key(pattern: Mapping[str, Any], module_path: str) -> str | None:
-    """The first key of a rank/alpha pattern that matches ``module_path`` (peft semantics)."""
-    for key in pattern:
-        if re.match(rf"(.*\.)?({key})$", module_path):
-            return key
-    return None
-
-
-def _resolve(pattern: Mapping[str, Any], module_path: str, default: Any) -> Any:
-    key = _pattern_key(pattern, module_path)
-    return default if key is None else pattern[key]
-
-
-def _default_and_pattern(values: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """The most common value, and a pattern giving every other module its value.
-
-    Pattern keys are the plain module paths when that is unambiguous whatever the key order
-    (peft re-sorts the keys when it saves a config); otherwise they are anchored exact
-    regexes (``^pi\\.0``), which match one module path only.
-    """
-    counts = Counter(values.values())
-    default = max(counts, key=lambda v: (counts[v], v))
-    pattern = {p: v for p, v in sorted(values.items()) if v != default}
-    for path, value in values.items():
-        hits = {pattern[k] for k in pattern if _pattern_key({k: 0}, path) is not None}
-        if hits - {value} or (not hits and value != default):
-            return default, {"^" + re.escape(p): v for p, v in pattern.items()}
-    return default, pattern
-
-
-# ---------------------------------------------------------------------------------- config
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-
-def _check_pattern(path: Path, config: dict[str, Any], field: str, ok: Any, kind: str) -> None:
-    pattern = config.get(field) or {}
-    if not isinstance(pattern, dict):
-        raise AdapterFormatError(path, f"must be an object, got {pattern!r}", field)
-    for key, value in pattern.items():
-        try:
-            re.compile(key)
-        except re.error as exc:
-            msg = f"key {key!r} is not a valid regex ({exc})"
-            raise AdapterFormatError(path, msg, field) from exc
-        if not ok(value):
-            raise AdapterFormatError(path, f"value of {key!r} must be {kind}, got {value!r}", field)
-
-
-def check_config(path: PathLike, config: Mapping[str, Any]) -> None:
-    """Raise AdapterFormatError unless ``config`` describes a plain LoRA adapter."""
-    path = Path(path)
-    cfg = dict(config)
-    if cfg.get("peft_type") != "LORA":
-        raise AdapterFormatError(path, f'must be "LORA", got {cfg.get("peft_type")!r}', "peft_type")
-    if "r" not in cfg or not _positive_int(cfg["r"]):
-        raise AdapterFormatError(path, f"must be an integer >= 1, got {cfg.get('r')!r}", "r")
-    if "lora_alpha" not in cfg or not _number(cfg["lora_alpha"]):
-        got = cfg.get("lora_alpha")
-        raise AdapterFormatError(path, f"must be a finite number, got {got!r}", "lora_alpha")
-    _check_pattern(path, cfg, "rank_pattern", _positive_int, "an integer >= 1")
-    _check_pattern(path, cfg, "alpha_pattern", _number, "a finite number")
-    if not isinstance(cfg.get("use_rslora", False), bool):
-        raise AdapterFormatError(
-            path, f"must be true or false, got {cfg['use_rslora']!r}", "use_rslora"
-        )
-    if cfg.get("bias", "none") != "none":
-        raise AdapterFormatError(path, f'unsupported value {cfg["bias"]!r} (only "none")', "bias")
-    for field in _MUST_BE_OFF:
-        if cfg.get(field):
-            raise AdapterFormatError(path, f"unsupported option: {cfg[field]!r}", field)
-    init = cfg.get("init_lora_weights", True)
-    if isinstance(init, str) and init.lower().startswith(_BASE_CHANGING_INITS):
-        raise AdapterFormatError(
-            path,
-            f"{init!r} also changes the base weights, so the adapter does not apply to the "
-            "original base (save it with peft's path_initial_model_for_weight_conversion)",
-            "init_lora_weights",
-        )
-    names = cfg.get("modules_to_save")
-    if names is not None and not (
-        isinstance(names, list) and all(isinstance(n, str) and n for n in names)
-    ):
-        raise AdapterFormatError(
-            path, f"must be a list of module names, got {names!r}", "modules_to_save"
-        )
-
-
-def _read_config(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise AdapterFormatError(path, "file not found")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AdapterFormatError(path, f"not valid JSON ({exc})") from exc
-    if not isinstance(config, dict):
-        raise AdapterFormatError(path, f"must hold a JSON object, got {type(config).__name__}")
-    check_config(path, config)
-    return config
 
 
 # --------------------------------------------------------------------------------- tensors
@@ -273,7 +129,7 @@ def read_adapter(adapter_dir: PathLike) -> Adapter:
     if not folder.is_dir():
         raise AdapterFormatError(folder, "adapter folder not found")
     cfg_path, w_path = folder / ADAPTER_CONFIG, folder / ADAPTER_WEIGHTS
-    config = _read_config(cfg_path)
+    config = read_config(cfg_path)
     tensors = _read_tensors(w_path)
 
     saved_names = config.get("modules_to_save") or []
@@ -318,23 +174,21 @@ def read_adapter(adapter_dir: PathLike) -> Adapter:
                     w_path, f"missing (module {path!r} has no {part})", peft_key(path, part)
                 )
         (a_key, a), (b_key, b) = parts["lora_A"], parts["lora_B"]
-        rank = _resolve(rank_pattern, path, r)
-        rank_field = "r" if _pattern_key(rank_pattern, path) is None else "rank_pattern"
-        if a.dim() != 2 or a.shape[0] != rank:
-            raise AdapterFormatError(
-                w_path,
-                f"shape {tuple(a.shape)}, expected ({rank}, in_features) from {ADAPTER_CONFIG} "
-                f"field {rank_field!r}",
-                a_key,
-            )
-        if b.dim() != 2 or b.shape[1] != rank:
-            raise AdapterFormatError(
-                w_path,
-                f"shape {tuple(b.shape)}, expected (out_features, {rank}) from {ADAPTER_CONFIG} "
-                f"field {rank_field!r}",
-                b_key,
-            )
-        module_alpha = float(_resolve(alpha_pattern, path, alpha))
+        rank = resolve_pattern(rank_pattern, path, r)
+        rank_field = "r" if pattern_key(rank_pattern, path) is None else "rank_pattern"
+        expected = (
+            (a_key, a, 0, f"({rank}, in_features)"),
+            (b_key, b, 1, f"(out_features, {rank})"),
+        )
+        for key, t, dim, shape in expected:
+            if t.dim() != 2 or t.shape[dim] != rank:
+                raise AdapterFormatError(
+                    w_path,
+                    f"shape {tuple(t.shape)}, expected {shape} from {ADAPTER_CONFIG} "
+                    f"field {rank_field!r}",
+                    key,
+                )
+        module_alpha = float(resolve_pattern(alpha_pattern, path, alpha))
         if rslora:  # scaling alpha / sqrt(r) == (alpha * sqrt(r)) / r
             module_alpha *= math.sqrt(rank)
         state[path] = (a, b, module_alpha)
@@ -373,7 +227,7 @@ def write_adapter(
                 f"module {path!r}: need A [r, in] and B [out, r] with r >= 1, "
                 f"got {tuple(a.shape)} and {tuple(b.shape)}"
             )
-        if not _number(alpha):
+        if not is_number(alpha):
             raise ValueError(f"module {path!r}: alpha must be a finite number, got {alpha!r}")
         ranks[path], alphas[path] = a.shape[0], _tidy(alpha)
         tensors[peft_key(path, "lora_A")] = a.detach().cpu().contiguous().clone()
@@ -391,10 +245,10 @@ def write_adapter(
             modules_to_save[name].detach().cpu().contiguous().clone()  # type: ignore[index]
         )
 
-    r, rank_pattern = _default_and_pattern(ranks)
-    alpha, alpha_pattern = _default_and_pattern(alphas)
+    r, rank_pattern = default_and_pattern(ranks)
+    alpha, alpha_pattern = default_and_pattern(alphas)
     full = {
-        **_DEFAULT_CONFIG,
+        **WRITTEN_DEFAULTS,
         **config,
         "r": r,
         "lora_alpha": alpha,
@@ -452,7 +306,7 @@ def apply_adapter(
             )
         if rank > layer.capacity:
             pattern = adapter.config.get("rank_pattern") or {}
-            key = _pattern_key(pattern, path)
+            key = pattern_key(pattern, path)
             field = "r" if key is None else f"rank_pattern[{key!r}]"
             raise AdapterFormatError(
                 cfg_path,

@@ -17,9 +17,6 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Categorical, Distribution, Independent, Normal
-
-LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
 
 @dataclass
@@ -68,65 +65,11 @@ class ActorCritic(nn.Module):
         self.pi = _trunk([config.obs_dim, *config.hidden, n_out], 0.01)
         self.v = _trunk([config.obs_dim, *config.hidden, 1], 1.0)
         if config.action_kind == "box":
+            head = self.pi[-1]
+            assert isinstance(head, nn.Linear)
             with torch.no_grad():
-                self.pi[-1].bias[config.action_dim :] = config.init_log_std
+                head.bias[config.action_dim :] = config.init_log_std
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """x [B, obs_dim] -> (policy_out [B, n_out], value [B])."""
         return self.pi(x), self.v(x).squeeze(-1)
-
-    def distribution(self, policy_out: Tensor) -> Distribution:
-        return make_distribution(self.config.action_kind, policy_out)
-
-
-def make_distribution(action_kind: str, policy_out: Tensor) -> Distribution:
-    """The action distribution for a batch of policy outputs."""
-    if action_kind == "discrete":
-        return Categorical(logits=policy_out, validate_args=False)
-    mean, log_std = policy_out.chunk(2, dim=-1)  # [B, d] each
-    log_std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
-    return Independent(Normal(mean, log_std.exp(), validate_args=False), 1, validate_args=False)
-
-
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
-
-
-def log_prob_entropy(
-    action_kind: str, policy_out: Tensor, actions: Tensor
-) -> tuple[Tensor, Tensor]:
-    """(log-probability [B], entropy [B]) of ``actions`` under the policy outputs, written
-    out by hand (the same values as ``make_distribution``, fewer tensor operations)."""
-    if action_kind == "discrete":
-        logp_all = torch.log_softmax(policy_out, dim=-1)  # [B, n]
-        logp = logp_all.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
-        entropy = -(logp_all.exp() * logp_all).sum(-1)
-        return logp, entropy
-    mean, log_std = policy_out.chunk(2, dim=-1)  # [B, d] each
-    log_std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
-    z = (actions - mean) * torch.exp(-log_std)
-    logp = (-0.5 * z.square() - log_std - _HALF_LOG_2PI).sum(-1)
-    entropy = (log_std + 0.5 + _HALF_LOG_2PI).sum(-1)
-    return logp, entropy
-
-
-def sample_action(action_kind: str, policy_out: Tensor) -> tuple[Tensor, Tensor]:
-    """(action, log-probability) sampled from the policy outputs, with few operations
-    (Gumbel-max for Discrete, mean + std * noise for Box)."""
-    if action_kind == "discrete":
-        logp_all = torch.log_softmax(policy_out, dim=-1)  # [B, n]
-        gumbel = -torch.log(-torch.log(torch.rand_like(logp_all).clamp_(1e-20, 1.0)))
-        action = (logp_all + gumbel).argmax(-1)
-        return action, logp_all.gather(-1, action.unsqueeze(-1)).squeeze(-1)
-    mean, log_std = policy_out.chunk(2, dim=-1)
-    log_std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
-    noise = torch.randn_like(mean)
-    action = mean + log_std.exp() * noise
-    logp = (-0.5 * noise.square() - log_std - _HALF_LOG_2PI).sum(-1)
-    return action, logp
-
-
-def greedy_action(action_kind: str, policy_out: Tensor) -> Tensor:
-    """Deterministic action: argmax for Discrete, the mean for Box."""
-    if action_kind == "discrete":
-        return policy_out.argmax(-1)
-    return policy_out.chunk(2, dim=-1)[0]

@@ -1,17 +1,26 @@
 """``skillbank demo``: the whole story on CartPole in a few minutes.
 
 1. train a base policy on the default CartPole (PPO, all weights);
-2. train LoRA skills for every task of ``cartpole-physics`` at ranks 2, 4, 8 and 16, all
-   in ONE concurrent PPO run (one slot per task and rank); the rank-8 skills go into the
-   library;
+2. train LoRA skills for every task of ``cartpole-physics`` at ranks 2, 4, 8 and 16 (one
+   slot per task and rank, many slots per PPO run); the rank-8 skills go into the library;
 3. fully fine-tune one copy of the base per task (same steps, same PPO loop);
 4. evaluate base / LoRA / full on every task; print the tables and the memory report;
    write ``report.html`` with learning curves.
+
+Steps 2 and 3 use both cores: the slots of a LoRA run and the copies of a full run learn
+independently (per-task losses, per-slot gradient clipping, elementwise Adam), so the work
+is split between this process and one helper process (``MAIN_ARMS`` / ``HELPER_ARMS``),
+each with one torch thread, without changing what any skill learns. A task stops training
+once two consecutive evaluations reach its maximum return (500 on CartPole); its best
+evaluated weights are kept as before.
 """
 
 from __future__ import annotations
 
-import json
+import multiprocessing
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,24 +28,113 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from skillbank.algos.ppo_defaults import config_with, default_ppo
+from skillbank.io import write_json
 from skillbank.library.core import PolicyLibrary
-from skillbank.recipes.workflows import (
-    config_with,
-    default_ppo,
-    evaluate_full,
-    evaluate_library,
-    skill_name,
-    train_base,
-    train_full_copies,
-    train_lora_skills,
-)
+from skillbank.recipes.compat import skill_name, spaces_of
+from skillbank.recipes.evaluate import evaluate_full, evaluate_library
+from skillbank.recipes.train import train_base, train_full_copies, train_lora_skills
 from skillbank.reporting.html import bars_figure, curves_figure, html_table, img, write_html
-from skillbank.tasks import get_suite, parse_task
+from skillbank.tasks import TaskSpec, get_suite, parse_task
 from skillbank.training.loop import LoraBank, evaluate_bank
 
 RANKS = (2, 4, 8, 16)
 MAIN_RANK = 8
 SUITE = "cartpole-physics"
+# (what, ranks) trained by this process and by the helper process, in order. Balanced by
+# measured CPU time; the main process keeps the rank-8 run, whose skills join the library.
+MAIN_ARMS: tuple[tuple[str, tuple[int, ...]], ...] = (("lora", (8, 16)),)
+HELPER_ARMS: tuple[tuple[str, tuple[int, ...]], ...] = (("full", ()), ("lora", (2, 4)))
+SPAWN = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked thread pools
+
+
+@dataclass(frozen=True)
+class Job:
+    """What one process trains and evaluates (plain data: it crosses to the helper)."""
+
+    arms: tuple[tuple[str, tuple[int, ...]], ...]
+    out: Path
+    steps: int | None
+    seed: int
+    quiet: bool
+    episodes: int
+    solved: float | None  # stop training a task once two evaluations in a row reach it
+
+
+def _lora_arm(lib: PolicyLibrary, job: Job, ranks: tuple[int, ...]) -> dict:
+    """Train one LoRA run with a slot per (task, rank); evaluate it. Plain data back."""
+    specs = get_suite(SUITE)
+    cfg = config_with(default_ppo(specs[0], "lora"), total_steps=job.steps)
+    names = [skill_name(s) for s in specs]
+    arm_specs = [s for _ in ranks for s in specs]
+    arm_ranks = [r for r in ranks for _ in specs]
+    arm_names = [n if r == MAIN_RANK else f"{n}-r{r}" for r in ranks for n in names]
+    _, res, bank = train_lora_skills(
+        lib,
+        arm_specs,
+        cfg,
+        arm_ranks,
+        seed=job.seed,
+        names=arm_names,
+        quiet=job.quiet,
+        save_mask=[r == MAIN_RANK for r in arm_ranks],  # rank-8 skills join the library
+        solved=job.solved,
+        run_name="skills-" + "-".join(f"r{r}" for r in ranks),
+    )
+    kind = lib.base_config["kwargs"]["action_kind"]
+    evals = evaluate_bank(bank, arm_specs, res.norms, kind, job.episodes, job.seed)
+    returns = evals.mean(1).tolist()
+    k, steps = len(specs), [row["steps_per_task"] for row in res.curves]
+    retired = res.retired or [None] * len(arm_specs)
+    return {
+        str(r): {
+            "returns": returns[j * k : (j + 1) * k],
+            "bytes": _slot_bytes(bank, j * k),
+            "curves": (steps, [row["episodic_return"][j * k : (j + 1) * k] for row in res.curves]),
+            "stopped_at": retired[j * k : (j + 1) * k],
+            "wall_s": res.wall_time,
+        }
+        for j, r in enumerate(ranks)
+    }
+
+
+def _full_arm(lib: PolicyLibrary, job: Job, _: tuple[int, ...]) -> dict:
+    """Full fine-tuning of one copy per task; evaluated. Plain data back."""
+    specs = get_suite(SUITE)
+    cfg = config_with(default_ppo(specs[0], "full"), total_steps=job.steps)
+    out = job.out / "full"
+    bank, res = train_full_copies(lib, specs, cfg, out, job.seed, job.quiet, solved=job.solved)
+    kind = lib.base_config["kwargs"]["action_kind"]
+    returns = evaluate_full(bank, res.norms, specs, kind, job.episodes, job.seed).mean(1)
+    return {
+        "full": {
+            "returns": returns.tolist(),
+            "curves": (
+                [r["steps_per_task"] for r in res.curves],
+                [r["episodic_return"] for r in res.curves],
+            ),
+            "stopped_at": res.retired or [None] * len(specs),
+            "wall_s": res.wall_time,
+        }
+    }
+
+
+ARM_KINDS: dict[str, Callable[[PolicyLibrary, Job, tuple[int, ...]], dict]] = {
+    "lora": _lora_arm,
+    "full": _full_arm,
+}
+
+
+def _run_arms(job: Job) -> dict:
+    """Train and evaluate ``job.arms`` in this process; {rank or "full": results, "cpu_s"}."""
+    torch.set_num_threads(1)  # small batches: one thread per process on 2 cores
+    start = time.process_time()
+    lib = PolicyLibrary.load(job.out / "library")
+    results: dict = {}
+    for what, ranks in job.arms:
+        results.update(ARM_KINDS[what](lib, job, ranks))
+    results["cpu_s"] = time.process_time() - start
+    return results
 
 
 def run_demo(
@@ -46,51 +144,61 @@ def run_demo(
     seed: int = 0,
     quiet: bool = False,
     episodes: int = 20,
+    processes: int = 2,
 ) -> dict:
-    """Run the demo into ``out``; returns the summary written to ``out/summary.json``."""
+    """Run the demo into ``out``; returns the summary written to ``out/summary.json``.
+    ``processes=1`` trains every arm in this process, one after the other."""
     torch.set_num_threads(1)  # small batches: one thread avoids sync overhead on 2 cores
+    wall0, cpu0 = time.perf_counter(), time.process_time()
     console = Console()
     out = Path(out)
     specs = get_suite(SUITE)
     names = [skill_name(s) for s in specs]
     base_cfg = config_with(default_ppo(specs[0], "base"), total_steps=base_steps)
-    lora_cfg = config_with(default_ppo(specs[0], "lora"), total_steps=steps)
-    full_cfg = config_with(default_ppo(specs[0], "full"), total_steps=steps)
+    solved = _max_return(specs)
 
-    console.rule("[bold]1. base policy on cartpole (PPO, all weights)")
-    lib, base_res = train_base(
-        parse_task("cartpole"), out / "library", base_cfg, seed=seed, quiet=quiet, overwrite=True
-    )
+    # the helper process starts now: its imports overlap the base's training
+    pool = SPAWN.Pool(1) if processes > 1 else None
+    try:
+        if pool is not None:
+            pool.apply_async(_warm_up)
+        console.rule("[bold]1. base policy on cartpole (PPO, all weights)")
+        lib, base_res = train_base(
+            parse_task("cartpole"),
+            out / "library",
+            base_cfg,
+            seed=seed,
+            quiet=quiet,
+            overwrite=True,
+        )
+        cpu_base = time.process_time() - cpu0
+        console.rule(
+            f"[bold]2-3. LoRA skills ({len(specs)} tasks x ranks {list(RANKS)}) and full"
+            f" fine-tuning (one copy per task), {processes} process(es)"
+        )
+        mine = Job(MAIN_ARMS, out, steps, seed, quiet, episodes, solved)
+        theirs = replace(mine, arms=HELPER_ARMS, quiet=quiet or pool is not None)  # one bar
+        if pool is not None:
+            helper = pool.apply_async(_run_arms, (theirs,))
+            main = _run_arms(mine)
+            console.rule("[bold]4. evaluation (the helper process may still be training)")
+            lib, table = _evaluate(out, specs, episodes, seed)
+            other = helper.get()
+        else:
+            main, other = _run_arms(mine), _run_arms(theirs)
+            console.rule("[bold]4. evaluation")
+            lib, table = _evaluate(out, specs, episodes, seed)
+    finally:
+        if pool is not None:  # done by now, or stopped at once when this process fails
+            pool.terminate()
+            pool.join()
+    arms = {**main, **other}
+    cpu = {"base": cpu_base, "main_arms": main["cpu_s"], "helper_arms": other["cpu_s"]}
 
-    console.rule(f"[bold]2. LoRA skills: {len(specs)} tasks x ranks {list(RANKS)}, one run")
-    sweep_specs = [s for _ in RANKS for s in specs]
-    sweep_ranks = [r for r in RANKS for _ in specs]
-    main_i = RANKS.index(MAIN_RANK)
-    sweep_names = [n if r == MAIN_RANK else f"{n}-r{r}" for r in RANKS for n in names]
-    _, lora_res, lora_bank = train_lora_skills(
-        lib,
-        sweep_specs,
-        lora_cfg,
-        sweep_ranks,
-        seed=seed,
-        names=sweep_names,
-        quiet=quiet,
-        save_mask=[r == MAIN_RANK for r in sweep_ranks],  # rank-8 skills join the library
-    )
-    console.rule("[bold]3. full fine-tuning, one copy per task (for comparison)")
-    full_bank, full_res = train_full_copies(lib, specs, full_cfg, out / "full", seed, quiet)
-
-    console.rule("[bold]4. evaluation")
-    lib = PolicyLibrary.load(out / "library")
-    table = evaluate_library(lib, specs, episodes, seed)
     base_row = np.array(table["mean"][0])
     lora_row = np.array([table["mean"][1 + i][i] for i in range(len(specs))])
-    full_row = evaluate_full(full_bank, full_res.norms, specs, "discrete", episodes, seed).mean(1)
-    sweep_eval = (
-        evaluate_bank(lora_bank, sweep_specs, lora_res.norms, "discrete", episodes, seed)
-        .mean(1)
-        .tolist()
-    )
+    full_row = np.array(arms["full"]["returns"])
+    sweep_eval = [v for r in RANKS for v in arms[str(r)]["returns"]]
     report = lib.memory_report()
     base_bytes = report["base_bytes"]
     skill_bytes = report["skill_bytes"][names[0]]
@@ -134,8 +242,8 @@ def run_demo(
             f"{100 * report['full_copies_bytes'] / base_bytes:.0f}%",
         ],
     ]
-    for r in mem_rows:
-        mem.add_row(*r)
+    for mem_row in mem_rows:
+        mem.add_row(*mem_row)
     console.print(mem)
     proj = {n: 1 - (base_bytes + n * skill_bytes) / (n * base_bytes) for n in (10, 50)}
     console.print(
@@ -149,7 +257,7 @@ def run_demo(
     rank_rows = []
     for j, r in enumerate(RANKS):
         vals = sweep_eval[j * len(specs) : (j + 1) * len(specs)]
-        nbytes = _slot_bytes(lora_bank, j * len(specs))
+        nbytes = arms[str(r)]["bytes"]
         rank_rows.append(
             [
                 str(r),
@@ -162,15 +270,10 @@ def run_demo(
         rank_tab.add_row(*rank_rows[-1])
     console.print(rank_tab)
 
-    steps_axis = [row["steps_per_task"] for row in lora_res.curves]
     k = len(specs)
-    lora_curves = [row["episodic_return"][main_i * k : (main_i + 1) * k] for row in lora_res.curves]
     series = {
-        f"LoRA r={MAIN_RANK}": (steps_axis, lora_curves),
-        "full fine-tune": (
-            [r["steps_per_task"] for r in full_res.curves],
-            [r["episodic_return"] for r in full_res.curves],
-        ),
+        f"LoRA r={MAIN_RANK}": tuple(arms[str(MAIN_RANK)]["curves"]),
+        "full fine-tune": tuple(arms["full"]["curves"]),
     }
     task_names = [s.name for s in specs]
     write_html(
@@ -183,9 +286,9 @@ def run_demo(
                 + img(
                     bars_figure(
                         {
-                            "base": base_row,
-                            f"LoRA r={MAIN_RANK}": lora_row,
-                            "full fine-tune": full_row,
+                            "base": base_row.tolist(),
+                            f"LoRA r={MAIN_RANK}": lora_row.tolist(),
+                            "full fine-tune": full_row.tolist(),
                         },
                         task_names,
                     )
@@ -223,15 +326,45 @@ def run_demo(
         "full": full_row.tolist(),
         "memory": report,
         "rank_sweep": {str(r): sweep_eval[j * k : (j + 1) * k] for j, r in enumerate(RANKS)},
+        "stopped_at_step": {key: arms[key]["stopped_at"] for key in ("full", *map(str, RANKS))},
         "wall_time_s": {
             "base": base_res.wall_time,
-            "lora": lora_res.wall_time,
-            "full": full_res.wall_time,
+            **{f"lora r={r}": arms[str(r)]["wall_s"] for r in RANKS},
+            "full": arms["full"]["wall_s"],
+            "demo": time.perf_counter() - wall0,
         },
+        "cpu_time_s": cpu,
+        "processes": processes,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    cpu.update(main_total=time.process_time() - cpu0)
+    cpu.update(total=cpu["main_total"] + (cpu["helper_arms"] if processes > 1 else 0.0))
+    write_json(out / "summary.json", summary)
+    console.print(
+        f"time: {summary['wall_time_s']['demo']:.0f} s wall, {cpu['total']:.0f} CPU s"
+        f" ({processes} process(es), 1 torch thread each): base {cpu['base']:.0f}, arms of"
+        f" the main process {cpu['main_arms']:.0f}, of the helper {cpu['helper_arms']:.0f}"
+    )
     console.print(f"report: {out / 'report.html'}   library: {out / 'library'}")
     return summary
+
+
+def _warm_up() -> None:
+    """Nothing: unpickling it makes the helper process import torch and skillbank."""
+
+
+def _evaluate(
+    out: Path, specs: list[TaskSpec], episodes: int, seed: int
+) -> tuple[PolicyLibrary, dict]:
+    """The library as saved, and the greedy returns of its base and skills on every task."""
+    lib = PolicyLibrary.load(out / "library")
+    return lib, evaluate_library(lib, specs, episodes, seed)
+
+
+def _max_return(specs: list[TaskSpec]) -> float | None:
+    """The common maximum return of the tasks (None if any has none): a task whose
+    evaluations reach it is solved."""
+    highs = {spaces_of(s)[3] for s in specs}
+    return highs.pop() if len(highs) == 1 and None not in highs else None
 
 
 def _slot_bytes(bank: LoraBank, slot: int) -> int:

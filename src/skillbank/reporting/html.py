@@ -10,6 +10,8 @@ from pathlib import Path
 
 from rich.table import Table
 
+from skillbank.io import write_text
+
 
 def _short_names(names: Sequence[str]) -> list[str]:
     """Drop a family prefix shared by every name ("cartpole/long-pole" -> "long-pole")."""
@@ -117,10 +119,7 @@ def write_html(path: Path, title: str, sections: Sequence[tuple[str, str]]) -> N
     for heading, body in sections:
         parts.append(f"<h2>{html.escape(heading)}</h2>{body}")
     parts.append("</body></html>")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(parts))
-    tmp.replace(path)
+    write_text(path, "\n".join(parts), make_parent=True)
 
 
 def img(uri: str) -> str:

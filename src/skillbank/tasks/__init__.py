@@ -5,6 +5,7 @@ env holding every task of a suite; ``VecTaskEnv.task_ids`` maps sub-envs to task
 """
 
 from skillbank.tasks.families import FAMILIES, FamilyInfo, get_family, list_families
+from skillbank.tasks.gym_spec import GymTaskConfig, GymTaskError, GymTaskSpec, task_from_dict
 from skillbank.tasks.spec import TaskSpec, parse_task
 from skillbank.tasks.suites import SUITES, get_suite, list_suites
 from skillbank.tasks.vec_env import NonFiniteError, VecTaskEnv, make_vec_env
@@ -13,6 +14,9 @@ __all__ = [
     "FAMILIES",
     "SUITES",
     "FamilyInfo",
+    "GymTaskConfig",
+    "GymTaskError",
+    "GymTaskSpec",
     "NonFiniteError",
     "TaskSpec",
     "VecTaskEnv",
@@ -22,4 +26,5 @@ __all__ = [
     "list_suites",
     "make_vec_env",
     "parse_task",
+    "task_from_dict",
 ]

@@ -56,7 +56,7 @@ class NumpyBackend(ABC):
         self.p: dict[str, np.ndarray] = {
             key: np.array([f[key] for f in full], dtype=np.float64) for key in full[0]
         }
-        self.state = np.zeros((self.num_envs, self.state_dim), dtype=self.state_dtype)
+        self.state: np.ndarray = np.zeros((self.num_envs, self.state_dim), dtype=self.state_dtype)
         self.rng = np.random.default_rng(0)
         self.action_space = self.make_action_space()
 

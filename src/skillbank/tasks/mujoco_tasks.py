@@ -39,7 +39,10 @@ def scale_model(model: Any, params: dict[str, float]) -> None:
 def build_env(spec: TaskSpec) -> gymnasium.Env:
     """The unwrapped Gymnasium env of one sub-env (time limit is kept by ``VecTaskEnv``)."""
     require_mujoco()
+    from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
+
     env = gymnasium.make(spec.info.gym_id).unwrapped
+    assert isinstance(env, MujocoEnv)
     scale_model(env.model, spec.full_params())
     return env
 
@@ -54,9 +57,12 @@ class MujocoBackend:
             spec.full_params()["target_velocity"] if spec.family == "halfcheetah-vel" else None
             for spec in specs
         ]
-        self.obs_dim = int(np.prod(self.envs[0].observation_space.shape))
+        obs_shape = self.envs[0].observation_space.shape
+        assert obs_shape is not None
+        self.obs_dim = int(np.prod(obs_shape))
         space = self.envs[0].action_space
-        self.action_space = gymnasium.spaces.Box(
+        assert isinstance(space, gymnasium.spaces.Box)
+        self.action_space: gymnasium.Space = gymnasium.spaces.Box(
             low=space.low, high=space.high, shape=space.shape, dtype=np.float32
         )
 

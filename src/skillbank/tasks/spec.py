@@ -73,7 +73,12 @@ class TaskSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TaskSpec:
-        """Inverse of ``to_dict``; unknown or missing keys raise ValueError."""
+        """Inverse of ``to_dict`` (gym tasks included); unknown or missing keys raise
+        ValueError."""
+        if isinstance(d, dict) and d.get("family") in ("gym", "metaworld") and cls is TaskSpec:
+            from skillbank.tasks.gym_spec import GymTaskSpec
+
+            return GymTaskSpec.from_dict(d)
         if not isinstance(d, dict):
             raise ValueError(f"a task spec must be a dict, got {type(d).__name__}")
         allowed = {"family", "params", "name"}
@@ -91,27 +96,42 @@ def _to_float(family: str, key: str, raw: object) -> float:
     return float(raw)
 
 
+def key_values(rest: str, text: str, error: type[Exception] = ValueError) -> list[tuple[str, str]]:
+    """``"a=1, b=x"`` -> ``[("a", "1"), ("b", "x")]``; ``error`` for an item that is not
+    ``key=value`` or a key given twice (``text``: the whole task, for the message)."""
+    pairs: list[tuple[str, str]] = []
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise error(f"bad parameter {item!r} in task {text!r}: expected key=value")
+        if key in dict(pairs):
+            raise error(f"parameter {key!r} given twice in task {text!r}")
+        pairs.append((key, value))
+    return pairs
+
+
 def parse_task(text: str) -> TaskSpec:
     """Read a task from text.
 
     Accepted forms: ``"cartpole"`` (family defaults), ``"cartpole:pole_length=1.5,force_mag=5"``
-    (family with parameters) and a suite task name such as ``"cartpole/long-pole"``.
+    (family with parameters), a suite task name such as ``"cartpole/long-pole"``, any
+    Gymnasium env ``"gym:LunarLander-v3?gravity=-5.0,enable_wind=true"`` and a Meta-World
+    task ``"metaworld:reach-v3"`` (``skillbank.tasks.gym_spec``).
     """
     from skillbank.tasks.suites import find_suite_task, list_suite_tasks
 
     text = text.strip()
+    if text.partition(":")[0].strip() in ("gym", "metaworld"):
+        from skillbank.tasks.gym_spec import parse_gym_task
+
+        return parse_gym_task(text)
     if ":" in text:
         family, _, rest = text.partition(":")
         family = family.strip()
         get_family(family)
         params: dict[str, float] = {}
-        for item in filter(None, (part.strip() for part in rest.split(","))):
-            key, eq, value = item.partition("=")
-            key = key.strip()
-            if not eq or not key:
-                raise ValueError(f"bad parameter {item!r} in task {text!r}: expected key=value")
-            if key in params:
-                raise ValueError(f"parameter {key!r} given twice in task {text!r}")
+        for key, value in key_values(rest, text):
             try:
                 params[key] = float(value)
             except ValueError:

@@ -6,6 +6,7 @@ by name alone.
 
 from __future__ import annotations
 
+from skillbank.tasks.metaworld_tasks import metaworld_suites
 from skillbank.tasks.spec import TaskSpec
 
 
@@ -90,6 +91,7 @@ SUITES: dict[str, list[TaskSpec]] = {
     "pendulum-physics": pendulum_physics(),
     "halfcheetah-physics": halfcheetah_physics(),
     "halfcheetah-vel": halfcheetah_vel(),
+    **metaworld_suites(),  # mt10, mt50, cw10, cw20 (+ one-hot conditioned mt10/mt50)
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium
@@ -10,6 +11,7 @@ import numpy as np
 from skillbank.errors import SkillbankError
 from skillbank.tasks.backend import Backend
 from skillbank.tasks.classic import Acrobot, CartPole, MountainCarContinuous, Pendulum
+from skillbank.tasks.families import FAMILIES
 from skillbank.tasks.spec import TaskSpec
 
 NUMPY_BACKENDS = {
@@ -17,6 +19,36 @@ NUMPY_BACKENDS = {
     "pendulum": Pendulum,
     "mountaincar-continuous": MountainCarContinuous,
     "acrobot": Acrobot,
+}
+
+
+def _numpy_backend(
+    cls: Callable[[list[TaskSpec]], Backend],
+) -> Callable[[list[TaskSpec], int], Backend]:
+    def build(specs: list[TaskSpec], workers: int) -> Backend:
+        return cls(specs)
+
+    return build
+
+
+def _mujoco_backend(specs: list[TaskSpec], workers: int) -> Backend:
+    from skillbank.tasks.mujoco_tasks import MujocoBackend
+
+    return MujocoBackend(specs)
+
+
+def _gym_backend(specs: list[TaskSpec], workers: int) -> Backend:
+    from skillbank.tasks.gym_env import GymBackend
+
+    return GymBackend(specs, workers)  # type: ignore[arg-type]
+
+
+# family -> builder of a block of sub-envs (specs, env worker processes)
+BACKENDS: dict[str, Callable[[list[TaskSpec], int], Backend]] = {
+    **{name: _numpy_backend(cls) for name, cls in NUMPY_BACKENDS.items()},
+    **{name: _mujoco_backend for name, info in FAMILIES.items() if info.mujoco},
+    "gym": _gym_backend,
+    "metaworld": _gym_backend,
 }
 
 
@@ -30,13 +62,8 @@ class NonFiniteError(SkillbankError, FloatingPointError):
         self.env_index = env_index
 
 
-def _make_backend(specs: list[TaskSpec]) -> Backend:
-    family = specs[0].family
-    if family in NUMPY_BACKENDS:
-        return NUMPY_BACKENDS[family](specs)
-    from skillbank.tasks.mujoco_tasks import MujocoBackend
-
-    return MujocoBackend(specs)
+def _make_backend(specs: list[TaskSpec], workers: int = 0) -> Backend:
+    return BACKENDS[specs[0].family](specs, workers)
 
 
 def _merge_spaces(spaces: list[gymnasium.Space], names: list[str]) -> gymnasium.Space:
@@ -45,7 +72,9 @@ def _merge_spaces(spaces: list[gymnasium.Space], names: list[str]) -> gymnasium.
     for space, name in zip(spaces[1:], names[1:]):
         same_kind = type(space) is type(first)
         if isinstance(first, gymnasium.spaces.Discrete):
-            same_kind = same_kind and space.n == first.n
+            same_kind = (
+                same_kind and isinstance(space, gymnasium.spaces.Discrete) and space.n == first.n
+            )
         else:
             same_kind = same_kind and space.shape == first.shape
         if not same_kind:
@@ -55,8 +84,10 @@ def _merge_spaces(spaces: list[gymnasium.Space], names: list[str]) -> gymnasium.
             )
     if isinstance(first, gymnasium.spaces.Discrete):
         return first
-    low = np.min([s.low for s in spaces], axis=0)
-    high = np.max([s.high for s in spaces], axis=0)
+    boxes = [s for s in spaces if isinstance(s, gymnasium.spaces.Box)]
+    assert len(boxes) == len(spaces)
+    low = np.min([s.low for s in boxes], axis=0)
+    high = np.max([s.high for s in boxes], axis=0)
     return gymnasium.spaces.Box(low=low, high=high, dtype=np.float32)
 
 
@@ -75,11 +106,18 @@ class VecTaskEnv:
       totals where ``done``, 0 elsewhere.
 
     ``truncated`` is set when an episode reaches ``max_episode_steps`` (per family), even if
-    it terminated on that same step (as Gymnasium's TimeLimit). Consecutive specs of one family
-    share one backend; numpy families step all their sub-envs as arrays.
+    it terminated on that same step (as Gymnasium's TimeLimit), or when a backend reports
+    its env's own truncation (gym tasks). ``info["episode_success"]`` [N] float64 is the
+    finished episode's success (1.0 if ``info["success"]`` was ever true, else 0.0) where
+    ``done`` and the env reports success (Meta-World), NaN elsewhere.
+    Consecutive specs of one family share one backend (``BACKENDS``); numpy families step
+    all their sub-envs as arrays; gym families use Gymnasium's vector envs, in ``workers``
+    processes when ``workers > 1``.
     """
 
-    def __init__(self, specs: list[TaskSpec], envs_per_task: int, seed: int) -> None:
+    def __init__(
+        self, specs: list[TaskSpec], envs_per_task: int, seed: int, workers: int = 0
+    ) -> None:
         if not specs:
             raise ValueError("VecTaskEnv needs at least one TaskSpec")
         if isinstance(envs_per_task, bool) or not isinstance(envs_per_task, int):
@@ -99,7 +137,11 @@ class VecTaskEnv:
                 stop += 1
             block = [s for s in specs[start:stop] for _ in range(envs_per_task)]
             env_slice = slice(start * envs_per_task, stop * envs_per_task)
-            self.groups.append((env_slice, _make_backend(block)))
+            try:
+                self.groups.append((env_slice, _make_backend(block, workers)))
+            except BaseException:
+                self.close()
+                raise
             start = stop
         names = [self.specs[sl.start // envs_per_task].name for sl, _ in self.groups]
         dims = {b.obs_dim for _, b in self.groups}
@@ -127,6 +169,7 @@ class VecTaskEnv:
         self._discrete = isinstance(self.action_space, gymnasium.spaces.Discrete)
         self._ep_return = np.zeros(self.num_envs)
         self._ep_length = np.zeros(self.num_envs, dtype=np.int64)
+        self._ep_success = np.full(self.num_envs, np.nan)
         self._steps = 0
         self._started = False
 
@@ -146,6 +189,7 @@ class VecTaskEnv:
             obs[sl] = backend.reset_all(group_seed)
         self._ep_return[:] = 0.0
         self._ep_length[:] = 0
+        self._ep_success[:] = np.nan
         self._steps = 0
         self._started = True
         self._check_finite(obs, "observation at reset")
@@ -155,6 +199,8 @@ class VecTaskEnv:
         a = np.asarray(actions)
         n = self.num_envs
         if self._discrete:
+            space = self.action_space
+            assert isinstance(space, gymnasium.spaces.Discrete)
             if a.shape == (n, 1):
                 a = a[:, 0]
             if a.shape != (n,):
@@ -165,14 +211,15 @@ class VecTaskEnv:
             if not integral:
                 raise ValueError(f"Discrete actions must be integers, got dtype {a.dtype}")
             a = a.astype(np.int64)
-            bad = (a < 0) | (a >= self.action_space.n)
+            bad = (a < 0) | (a >= space.n)
             if bad.any():
                 i = int(np.flatnonzero(bad)[0])
                 raise ValueError(
-                    f"action {a[i]} of sub-env {i} is outside Discrete({self.action_space.n})"
+                    f"action {a[i]} of sub-env {i} is outside Discrete({space.n})"
                 )
             return a
         shape = self.action_space.shape
+        assert shape is not None
         if a.shape == (n,) and shape == (1,):
             a = a[:, None]
         if a.shape != (n, *shape):
@@ -197,12 +244,24 @@ class VecTaskEnv:
         self._check_finite(obs, "observation")
         self._check_finite(reward, "reward")
         truncated = self._ep_length >= self._limit
+        for sl, backend in self.groups:
+            own = getattr(backend, "truncated", None)
+            if own is not None:
+                truncated[sl] |= own
+            success = getattr(backend, "success", None)
+            if success is not None:
+                seen = ~np.isnan(success)
+                prev = self._ep_success[sl]
+                self._ep_success[sl] = np.where(
+                    seen, np.fmax(np.nan_to_num(prev, nan=0.0), success > 0.5), prev
+                )
         done = terminated | truncated
         info = {
             "final_obs": obs.copy(),
             "done": done,
             "episode_return": np.where(done, self._ep_return, 0.0),
             "episode_length": np.where(done, self._ep_length, 0),
+            "episode_success": np.where(done, self._ep_success, np.nan),
         }
         if done.any():
             for sl, backend in self.groups:
@@ -211,6 +270,7 @@ class VecTaskEnv:
                     obs[sl.start + local] = backend.reset_envs(local)
             self._ep_return[done] = 0.0
             self._ep_length[done] = 0
+            self._ep_success[done] = np.nan
             self._check_finite(obs, "observation at reset")
         return obs, reward, terminated, truncated, info
 
@@ -243,6 +303,9 @@ class VecTaskEnv:
         return f"VecTaskEnv({self.num_envs} envs: {self.envs_per_task} x [{names}])"
 
 
-def make_vec_env(specs: list[TaskSpec], envs_per_task: int, seed: int) -> VecTaskEnv:
-    """A ``VecTaskEnv`` with ``envs_per_task`` sub-envs for each spec (specs keep their order)."""
-    return VecTaskEnv(list(specs), envs_per_task, seed)
+def make_vec_env(
+    specs: list[TaskSpec], envs_per_task: int, seed: int, workers: int = 0
+) -> VecTaskEnv:
+    """A ``VecTaskEnv`` with ``envs_per_task`` sub-envs for each spec (specs keep their order);
+    ``workers`` > 1 steps gym tasks in that many Gymnasium async worker processes."""
+    return VecTaskEnv(list(specs), envs_per_task, seed, workers)

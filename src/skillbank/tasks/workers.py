@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from skillbank.tasks import NonFiniteError, TaskSpec, VecTaskEnv, make_vec_env
+from skillbank.tasks.gym_spec import GYM_FAMILIES
 
 DIED = (
     "the worker process died (a script that builds a ProcVecEnv must do so under "
@@ -190,7 +191,10 @@ def make_env(
     specs: list[TaskSpec], envs_per_task: int, seed: int, workers: int = 0
 ) -> VecTaskEnv | ProcVecEnv:
     """In-process ``VecTaskEnv`` for ``workers`` 0, else a ``ProcVecEnv`` with that many
-    worker processes (at most ``envs_per_task``)."""
+    worker processes (at most ``envs_per_task``); gym tasks use Gymnasium's
+    ``AsyncVectorEnv`` instead (one process per sub-env) when ``workers > 1``."""
     if workers == 0:
         return make_vec_env(list(specs), envs_per_task, seed)
+    if any(s.family in GYM_FAMILIES for s in specs):  # Gymnasium's own async vector envs
+        return make_vec_env(list(specs), envs_per_task, seed, workers)
     return ProcVecEnv(list(specs), envs_per_task, seed, min(workers, envs_per_task))

@@ -14,7 +14,6 @@ import copy
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,12 +21,12 @@ from torch import Tensor, nn
 
 from skillbank.algos.normalize import ObsNorm
 from skillbank.algos.ppo import PPOConfig, clip_grad_norm_per_slot, ppo_update
-from skillbank.lora.layer import MultiLoraModel
+from skillbank.lora import MultiLoraModel
 from skillbank.tasks import TaskSpec, VecTaskEnv, make_vec_env
 from skillbank.training.rollout import (
     RewardScaler,
     RolloutState,
-    collect,
+    collect_rollout,
     evaluate,
     update_norms,
 )
@@ -97,6 +96,7 @@ class TrainResult:
     eval_returns: np.ndarray | None = None  # [K, episodes]
     wall_time: float = 0.0  # training seconds (rollouts + updates, without callbacks)
     steps_per_task: int = 0
+    retired: list[int | None] | None = None  # per task: step it stopped training (None: never)
 
 
 def make_adam(params: list[nn.Parameter], lr: float, eps: float) -> torch.optim.Optimizer:
@@ -120,13 +120,16 @@ def train_ppo(
     should_stop: Callable[[dict, list[ObsNorm]], bool] | None = None,
     extra_loss: Callable[[], tuple[Tensor, dict[str, float]]] | None = None,
     env: VecTaskEnv | None = None,
+    train_tasks: Callable[[], Sequence[bool]] | None = None,
 ) -> TrainResult:
     """Train every task of ``specs`` in its own part of ``bank`` for ``cfg.total_steps``
     env steps each. ``on_update`` gets each row of the curves; ``should_stop(row, norms)``
     may end the run early (e.g. when an evaluation with the current observation statistics
     ``norms`` reaches a threshold). ``extra_loss`` is added to every minibatch's PPO loss
     (see ``ppo_update``). ``env``: an existing vector env for ``specs`` (else one is made
-    and closed here)."""
+    and closed here). ``train_tasks()`` (asked before each update) marks the tasks still
+    trained: the rows of the others are left out of the update (e.g. tasks already
+    solved), so they cost their rollouts only."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     own_env = env is None
@@ -150,7 +153,14 @@ def train_ppo(
         if cfg.anneal_lr:
             for group in optimizer.param_groups:
                 group["lr"] = cfg.learning_rate * (1.0 - (update - 1) / num_updates)
-        batch = collect(env, bank, state, cfg, action_kind, gen)
+        batch = collect_rollout(env, bank, state, cfg, action_kind, gen)
+        if train_tasks is not None:
+            keep = torch.as_tensor(list(train_tasks()), dtype=torch.bool)
+            if not bool(keep.all()):
+                if not bool(keep.any()):
+                    break
+                rows = keep[batch["task"]]
+                batch = {name: v[rows] for name, v in batch.items()}
         stats = ppo_update(
             bank, optimizer, bank.clip_grads, batch, action_kind, cfg, k, gen, extra_loss
         )
@@ -202,13 +212,3 @@ def evaluate_bank(
 def full_copies(base: nn.Module, k: int) -> FullBank:
     """K trainable deep copies of ``base`` (full fine-tuning)."""
     return FullBank([copy.deepcopy(base) for _ in range(k)])
-
-
-def save_curves(path: Path, curves: list[dict]) -> None:
-    """Write curves as JSONL (one update per line)."""
-    import json
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as f:
-        for row in curves:
-            f.write(json.dumps(row) + "\n")

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from skillbank.algos.distributions import greedy_action, make_distribution, sample_with_logp
 from skillbank.algos.normalize import CLIP, ObsNorm, normalize_rows, stack_norms
 from skillbank.algos.ppo import PPOConfig, gae
-from skillbank.models.actor_critic import greedy_action, make_distribution, sample_action
 
 Forward = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
@@ -47,7 +47,7 @@ class RolloutState:
     update_norms: bool = True
 
 
-def collect(
+def collect_rollout(
     env,  # VecTaskEnv
     forward: Forward,
     state: RolloutState,
@@ -74,7 +74,7 @@ def collect(
         obs_t = ((obs_t - env_mean) * env_inv_std).clamp_(-CLIP, CLIP)
         with torch.no_grad():
             policy_out, value = forward(obs_t, task)
-            action, logp = sample_action(action_kind, policy_out)
+            action, logp = sample_with_logp(action_kind, policy_out)
         env_action = action.numpy() if low is None else np.clip(action.numpy(), low, high)
         next_obs, reward, terminated, truncated, info = env.step(env_action)
         reward = np.asarray(reward, dtype=np.float64)
@@ -142,8 +142,12 @@ def evaluate(
     action_kind: str,
     deterministic: bool = True,
     seed: int = 10_000,
+    successes: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Return of the first episode of every env -> [num_tasks, episodes_per_task]."""
+    """Return of the first episode of every env -> [num_tasks, episodes_per_task].
+
+    ``successes`` (float array ``[num_envs]``), when given, receives each first episode's
+    ``info["episode_success"]`` (1/0 for envs that report success, e.g. Meta-World; NaN)."""
     obs = env.reset(seed=seed)
     task = torch.as_tensor(env.task_ids, dtype=torch.long)
     mean, inv_std = stack_norms(norms)
@@ -160,4 +164,6 @@ def evaluate(
         obs, _, terminated, truncated, info = env.step(act)
         done = np.logical_or(terminated, truncated) & np.isnan(returns)
         returns[done] = info["episode_return"][done]
+        if successes is not None:
+            successes[done] = info.get("episode_success", np.full(env.num_envs, np.nan))[done]
     return returns.reshape(len(env.specs), -1)

@@ -7,12 +7,13 @@ import json
 import math
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.progress import (
     BarColumn,
     Progress,
+    ProgressColumn,
     TextColumn,
     TimeElapsedColumn,
 )
@@ -39,7 +40,36 @@ def _finite_mean(values: list[float]) -> float:
     return sum(vals) / len(vals) if vals else float("nan")
 
 
-class RunLogger:
+P = TypeVar("P", bound="LiveProgress")
+
+
+class LiveProgress:
+    """A rich progress display (on stderr unless ``console`` is given) started and stopped
+    as a context manager; subclasses add their bars to ``self._progress``."""
+
+    def __init__(
+        self, *columns: ProgressColumn, console: Console | None = None, quiet: bool = False
+    ) -> None:
+        self.console = console or Console(stderr=True)
+        self._progress = Progress(*columns, console=self.console, disable=quiet, transient=False)
+
+    def __enter__(self: P) -> P:
+        self._progress.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._progress.stop()
+
+
+class RunLogger(LiveProgress):
     """Writes ``metrics.jsonl``, ``metrics.csv`` and (when tensorboard is installed)
     TensorBoard event files under ``folder/tb``; shows a progress bar on the console."""
 
@@ -65,33 +95,19 @@ class RunLogger:
             self._tb = SummaryWriter(str(self.folder / "tb"))
         except ImportError:
             pass
-        self.console = console or Console(stderr=True)
-        self._progress = Progress(
+        super().__init__(
             TextColumn("[bold]{task.description}"),
             BarColumn(bar_width=16),
             TextColumn("{task.fields[steps]} steps/task {task.fields[sps]:>6} SPS"),
             TextColumn("return {task.fields[ret]:>6}"),
             TimeElapsedColumn(),
-            console=self.console,
-            disable=quiet,
-            transient=False,
+            console=console,
+            quiet=quiet,
         )
         self.total_steps = total_steps
         self._bar = self._progress.add_task(
             title, total=total_steps, sps="-", ret="-", steps=_k(0, total_steps)
         )
-
-    def __enter__(self) -> RunLogger:
-        self._progress.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def log(self, row: dict[str, Any]) -> None:
         """Record one update's row (as produced by ``train_ppo``)."""
@@ -123,7 +139,7 @@ class RunLogger:
         )
 
     def close(self) -> None:
-        self._progress.stop()
+        super().close()
         self._jsonl.close()
         self._csv_file.close()
         if self._tb is not None:

@@ -28,7 +28,7 @@ from skillbank.continual.strategies.base import (
     module_bytes,
     register,
 )
-from skillbank.lora.layer import MultiLoraModel
+from skillbank.lora import MultiLoraModel
 from skillbank.models import ActorCritic, ActorCriticConfig
 from skillbank.training.loop import LoraBank, evaluate_bank
 
@@ -41,7 +41,12 @@ class Lora(Strategy):
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
         cfg = ctx.config
-        net_cfg = ActorCriticConfig(ctx.obs_dim, ctx.action_kind, ctx.action_dim, list(cfg.hidden))
+        net_cfg = ActorCriticConfig(
+            obs_dim=ctx.obs_dim,
+            action_kind=ctx.action_kind,
+            action_dim=ctx.action_dim,
+            hidden=list(cfg.hidden),
+        )
         self.model = MultiLoraModel(ActorCritic(net_cfg), max(ctx.num_tasks - 1, 1), cfg.lora_rank)
         self.slot_table = torch.arange(-1, ctx.num_tasks - 1)  # task i -> slot i - 1
         self.extras["start_from"] = ["scratch"]

@@ -15,11 +15,11 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import kl_divergence
 
+from skillbank.algos.distributions import make_distribution
 from skillbank.algos.normalize import ObsNorm
 from skillbank.continual.rollouts import sample_states
 from skillbank.continual.strategies.base import Context, ExtraLoss, register, tensors_bytes
 from skillbank.continual.strategies.shared import SharedNetwork
-from skillbank.models.actor_critic import make_distribution
 
 BUFFER_KEYS = ("obs", "policy_out", "value", "task")
 

@@ -9,12 +9,15 @@ new task only.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
+from skillbank.algos.distributions import make_distribution, sample_seeded
 from skillbank.algos.normalize import ObsNorm
-from skillbank.continual.rollouts import sample_action, sample_states
+from skillbank.continual.rollouts import sample_states
 from skillbank.continual.strategies.base import (
     Context,
     ExtraLoss,
@@ -26,12 +29,11 @@ from skillbank.continual.strategies.base import (
     tensors_bytes,
 )
 from skillbank.models import ActorCritic, ActorCriticConfig
-from skillbank.models.actor_critic import make_distribution
 from skillbank.training.loop import FullBank
 
 
 def quadratic_penalty(
-    params: dict[str, Tensor],
+    params: Mapping[str, Tensor],
     anchor: dict[str, Tensor],
     weight: dict[str, Tensor] | None,
     coef: float,
@@ -54,9 +56,9 @@ def diagonal_fisher(
     params = {k: p.detach() for k, p in net.named_parameters()}
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        actions = sample_action(action_kind, net(states)[0], gen)
+        actions = sample_seeded(action_kind, net(states)[0], gen)
 
-    def logp(p: dict[str, Tensor], x: Tensor, a: Tensor) -> Tensor:
+    def logp(p: dict[str, Tensor], x: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
         out, v = functional_call(net, p, (x[None],))
         lp = make_distribution(action_kind, out).log_prob(a[None]).sum()
         return lp, v.sum()
@@ -82,7 +84,10 @@ class SharedNetwork(Strategy):
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
         net_cfg = ActorCriticConfig(
-            ctx.obs_dim, ctx.action_kind, ctx.action_dim, list(ctx.config.hidden)
+            obs_dim=ctx.obs_dim,
+            action_kind=ctx.action_kind,
+            action_dim=ctx.action_dim,
+            hidden=list(ctx.config.hidden),
         )
         self.net = ActorCritic(net_cfg)
 
