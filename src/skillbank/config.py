@@ -17,7 +17,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from skillbank.errors import ConfigError
 
@@ -49,6 +49,18 @@ class Config(BaseModel):
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (what is written next to results)."""
         return self.model_dump(mode="json")
+
+
+def unique_items(field: str, problem: str) -> Any:
+    """A field validator (assign it in the class body) of the list ``field``: ValueError
+    ``problem`` (``{}`` = the list) when an item repeats in it."""
+
+    def check(cls: type, value: list[Any]) -> list[Any]:
+        if len(set(value)) != len(value):
+            raise ValueError(problem.format(value))
+        return value
+
+    return field_validator(field)(check)
 
 
 def _problem(err: Any) -> str:

@@ -34,6 +34,25 @@ float_list = _list_of(float, "numbers")
 """``"0.01,0.05"`` -> ``[0.01, 0.05]``; anything else is an argparse error."""
 
 
+def text_verb(
+    subparsers: argparse._SubParsersAction,
+    name: str,
+    help: str,
+    description: str | None = None,
+    epilog: str | None = None,
+) -> argparse.ArgumentParser:
+    """Add verb ``name`` whose --help texts (``description``, ``epilog``: worked examples)
+    keep their line breaks."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        name,
+        help=help,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser
+
+
 THREADS_HELP = "torch threads (default {default}: RL batches are small, one thread is fastest)"
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from skillbank.cli.argtypes import add_report_parser, add_threads_arg, name_list
+from skillbank.cli.argtypes import add_report_parser, add_threads_arg, name_list, text_verb
 from skillbank.config import add_config_args
 
 STRATEGY_NAMES = ("finetune", "l2", "ewc", "replay", "lora", "lora-transfer", "multitask")
@@ -45,11 +45,11 @@ def add_parsers(
     ``handler`` default and, when ``commands`` (verb -> handler) is given, added to it."""
     if commands is not None:
         commands.update({"continual": cmd_continual, "report": cmd_report})
-    p = subparsers.add_parser(
+    p = text_verb(
+        subparsers,
         "continual",
-        help="learn a suite's tasks in sequence; forgetting and transfer metrics + report",
-        description=CONTINUAL_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "learn a suite's tasks in sequence; forgetting and transfer metrics + report",
+        CONTINUAL_HELP,
     )
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument(

@@ -8,7 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from skillbank.cli.argtypes import add_report_parser, add_threads_arg, int_list, name_list
+from skillbank.cli.argtypes import (
+    add_report_parser,
+    add_threads_arg,
+    int_list,
+    name_list,
+    text_verb,
+)
 from skillbank.config import add_config_args
 from skillbank.errors import ConfigError
 
@@ -40,11 +46,11 @@ def add_parsers(
     ``handler`` default and, when ``commands`` is given, added to it."""
     if commands is not None:
         commands.update({"interference": cmd_interference, "interference-report": cmd_report})
-    p = subparsers.add_parser(
+    p = text_verb(
+        subparsers,
         "interference",
-        help="cross-domain interference on shared parameters: measure, predict, repair",
-        description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "cross-domain interference on shared parameters: measure, predict, repair",
+        HELP,
     )
     what = p.add_argument_group("what to train (text domains or a control suite)")
     what.add_argument(

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from skillbank.cli.argtypes import name_list
+from skillbank.cli.argtypes import name_list, text_verb
 from skillbank.config import (
     ConfigError,
     add_config_args,
@@ -107,11 +107,8 @@ def _skill_args(p: argparse.ArgumentParser) -> None:
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``lm`` verb and its sub-verbs; each sets ``args.handler``."""
-    top = subparsers.add_parser(
-        "lm",
-        help="language-model skills: pretrain, sft, rl, eval (docs/lm.md)",
-        description=LM_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    top = text_verb(
+        subparsers, "lm", "language-model skills: pretrain, sft, rl, eval (docs/lm.md)", LM_HELP
     )
     sub = top.add_subparsers(dest="lm_verb", metavar="LM_VERB", required=True)
 

@@ -232,7 +232,8 @@ def cmd_suites(args: argparse.Namespace) -> None:
     for name in list_suites():
         print(f"{name}:")
         for spec in get_suite(name):
-            print(f"  {spec.name:32s} {spec.family} {spec.params}")
+            params = getattr(spec, "kwargs", None) or spec.params
+            print(f"  {spec.name:32s} {spec.family} {params}")
     print("families:", ", ".join(list_families()))
 
 

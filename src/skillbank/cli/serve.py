@@ -18,14 +18,15 @@ Point a Tinker loop at it:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from skillbank.cli.argtypes import text_verb
     from skillbank.config import add_config_args
     from skillbank.service.serve.config import ServeConfig
 
-    p = subparsers.add_parser(
+    p = text_verb(
+        subparsers,
         "serve",
-        help="Tinker-compatible training API: tenants = LoRA slots, one fused step (docs/serve.md)",
+        "Tinker-compatible training API: tenants = LoRA slots, one fused step (docs/serve.md)",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--api-key-file", help="file with the accepted API keys, one per line")
     add_config_args(p, ServeConfig)

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from skillbank.config import Config, validate
+from skillbank.config import Config, unique_items, validate
 
 # Fields that may differ between an interrupted run and its ``--resume``: they only add
 # runs (more strategies or seeds) and do not change the runs already on disk.
@@ -73,12 +73,7 @@ class ContinualConfig(Config):
     replay_value_coef: float = Field(default=0.5, ge=0)
     """Weight of the value regression term (MSE to the stored values)."""
 
-    @field_validator("strategies")
-    @classmethod
-    def _unique(cls, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value):
-            raise ValueError(f"strategies repeat: {value}")
-        return value
+    _unique = unique_items("strategies", "strategies repeat: {}")
 
     @field_validator("tasks")
     @classmethod

@@ -148,7 +148,7 @@ def references(
     """One single-task reference per position; a task visited twice reuses the run of
     its first visit (the same task trained alone)."""
     first: dict[TaskSpec, int] = {}
-    out = []
+    out: list[dict[str, Any]] = []
     for i, spec in enumerate(ctx.specs):
         if spec in first:
             out.append({**out[first[spec]], "task": i})

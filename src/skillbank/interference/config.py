@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from skillbank.config import Config
+from skillbank.config import Config, unique_items
 from skillbank.reporting.paths import ReportPaths
 
 FORMAT = "skillbank-interference/1"
@@ -136,12 +136,7 @@ class TextOptions(Config):
     seed: int = Field(default=0, ge=0)
     """Seed of the base, the SFT warm-up and the GRPO runs."""
 
-    @field_validator("domains")
-    @classmethod
-    def _unique(cls, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value):
-            raise ValueError(f"a domain appears twice in {value}")
-        return value
+    _unique = unique_items("domains", "a domain appears twice in {}")
 
 
 class InterferencePaths(ReportPaths):

@@ -88,38 +88,47 @@ class Domain:
         return [self.sample(rng, split) for _ in range(n)]
 
 
-class Reverse(Domain):
+class _LetterDomain(Domain):
+    """A domain whose prompt is a random string of 4-8 letters and whose answer is another
+    string of as many letters (``answer_of``); reward = similarity ratio to it."""
+
+    tag = ""
+    """Prompt prefix: ``<tag>:<letters>=``."""
+    min_len, max_len = 4, 8
+
+    def answer_of(self, s: str) -> str:
+        """The reference answer to the letters ``s``."""
+        raise NotImplementedError
+
+    def make(self, rng: random.Random) -> Example:
+        s = "".join(rng.choice(LETTERS) for _ in range(rng.randint(self.min_len, self.max_len)))
+        return Example(f"{self.tag}:{s}=", self.answer_of(s), self.name)
+
+    def reward(self, completion: str, answer: str) -> float:
+        return similarity(completion, answer)
+
+    def format_answer(self, rng: random.Random, ex: Example) -> str:
+        return "".join(rng.choice(LETTERS) for _ in ex.answer)
+
+
+class Reverse(_LetterDomain):
     """``rev:abcde=`` -> ``edcba``; reward = similarity ratio to the reversed string."""
 
     name = "reverse"
-    min_len, max_len = 4, 8
+    tag = "rev"
 
-    def make(self, rng: random.Random) -> Example:
-        s = "".join(rng.choice(LETTERS) for _ in range(rng.randint(self.min_len, self.max_len)))
-        return Example(f"rev:{s}=", s[::-1], self.name)
-
-    def reward(self, completion: str, answer: str) -> float:
-        return similarity(completion, answer)
-
-    def format_answer(self, rng: random.Random, ex: Example) -> str:
-        return "".join(rng.choice(LETTERS) for _ in ex.answer)
+    def answer_of(self, s: str) -> str:
+        return s[::-1]
 
 
-class Sort(Domain):
+class Sort(_LetterDomain):
     """``sort:dbca=`` -> ``abcd``; reward = similarity ratio to the sorted string."""
 
     name = "sort"
-    min_len, max_len = 4, 8
+    tag = "sort"
 
-    def make(self, rng: random.Random) -> Example:
-        s = "".join(rng.choice(LETTERS) for _ in range(rng.randint(self.min_len, self.max_len)))
-        return Example(f"sort:{s}=", "".join(sorted(s)), self.name)
-
-    def reward(self, completion: str, answer: str) -> float:
-        return similarity(completion, answer)
-
-    def format_answer(self, rng: random.Random, ex: Example) -> str:
-        return "".join(rng.choice(LETTERS) for _ in ex.answer)
+    def answer_of(self, s: str) -> str:
+        return "".join(sorted(s))
 
 
 class Add(Domain):

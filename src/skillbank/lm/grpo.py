@@ -34,6 +34,7 @@ from skillbank.algos.ppo import clip_grad_norm_per_slot
 from skillbank.algos.slot_adam import SlotAdam
 from skillbank.lm.configs import GRPOConfig
 from skillbank.lm.domains import Example
+from skillbank.lm.loop import run_steps, slot_optimizer
 from skillbank.lm.model import SlotLM
 from skillbank.lm.sample import generate, token_logprobs
 from skillbank.lora import MultiLoraModel
@@ -159,15 +160,12 @@ def train_grpo(
     ``skip_nonfinite()``, ``step()`` and a ``params`` list (clipped per slot; [] = no clip),
     e.g. to train full weights with ``slot=-1``. Returns per-step stats (``reward`` = mean
     reward of the step's samples, before the update)."""
-    opt = optimizer
-    if opt is None:
-        opt = SlotAdam(lm.slot_parameters(), lm.mm.num_slots, lr=cfg.learning_rate)
-        opt.set_active([slot])
+    opt = slot_optimizer(lm, slot, cfg.learning_rate, optimizer)
     rng = random.Random(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    history = []
     n = len(domains)
-    for step in range(cfg.steps):
+
+    def one_step(step: int) -> dict[str, float]:
         exs = [domains[i % n].sample(rng) for i in range(cfg.prompts_per_step)]
         parts = [
             collect(lm, d, exs[j::n], slot, cfg, gen) for j, d in enumerate(domains) if exs[j::n]
@@ -176,10 +174,9 @@ def train_grpo(
         rewards = torch.cat([p[1] for p in parts])
         stats = grpo_step(lm.mm, opt, batch, cfg)
         stats["reward"] = float(rewards.mean())
-        history.append(stats)
-        if on_step is not None:
-            on_step(step, stats)
-    return history
+        return stats
+
+    return run_steps(cfg.steps, one_step, on_step)
 
 
 def merge_batches(batches: Sequence[dict[str, Tensor]], slots: Sequence[int]) -> dict[str, Tensor]:

@@ -16,12 +16,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
 
 from skillbank.errors import SkillbankError
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 DEFAULT_TARGETS: dict[str, list[str]] = {
@@ -121,6 +124,13 @@ def untie_state_dict(model: nn.Module) -> dict[str, str]:
     model._register_state_dict_hook(drop)
     model.register_load_state_dict_post_hook(allow_missing)
     return dropped
+
+
+def hf_config(model: nn.Module) -> PretrainedConfig:
+    """``model.config`` of a transformers model. Typed here because an ``nn.Module``
+    attribute reads as ``Tensor | Module`` to mypy (transformers is imported lazily, so
+    this is a cast, not an isinstance check)."""
+    return cast("PretrainedConfig", model.config)
 
 
 def prepare(model: nn.Module) -> nn.Module:

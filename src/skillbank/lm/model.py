@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from skillbank.errors import SkillbankError
 from skillbank.io import stage_dir
 from skillbank.lm.configs import ArchConfig
-from skillbank.lm.hf import PROJECTIONS, default_targets, prepare, resolve_targets
+from skillbank.lm.hf import PROJECTIONS, default_targets, hf_config, prepare, resolve_targets
 from skillbank.lm.tokenizer import CharTokenizer, LMTokenizer, _quiet, load_tokenizer
 from skillbank.lora import MultiLoraModel
 from skillbank.models import register_base_kind
@@ -93,7 +93,9 @@ def load_base(
     if not (folder / "config.json").is_file():
         raise NotAModelError(f"{folder / 'config.json'}: not a model folder")
     try:
-        model = AutoModelForCausalLM.from_pretrained(
+        # typed as nn.Module: transformers wraps PreTrainedModel.to in
+        # functools.wraps(nn.Module.to), which mypy reads as an unbound method
+        model: nn.Module = AutoModelForCausalLM.from_pretrained(
             str(folder), dtype=dtype or default_dtype(device), local_files_only=True
         )
     except (OSError, ValueError, KeyError) as e:
@@ -103,13 +105,13 @@ def load_base(
     extra = getattr(gen, "eos_token_id", None) if gen is not None else None
     extra_ids = [extra] if isinstance(extra, int) else list(extra or [])
     tok = load_tokenizer(folder, extra_ids, use_chat_template)
-    vocab = int(model.config.vocab_size)
+    vocab = int(hf_config(model).vocab_size)
     if vocab < tok.vocab_size:
         raise BaseMismatchError(
             f"{folder / 'config.json'}: field 'vocab_size' is {vocab}, "
             f"the tokenizer has {tok.vocab_size} tokens"
         )
-    model.config._name_or_path = str(folder.absolute())
+    hf_config(model)._name_or_path = str(folder.absolute())
     return model, tok
 
 
@@ -190,7 +192,7 @@ class SlotLM:
         targets: str | Sequence[str] | None = None,
     ) -> None:
         hf = base.base if isinstance(base, MultiLoraModel) else base
-        vocab = int(hf.config.vocab_size)  # type: ignore[union-attr]
+        vocab = int(hf_config(hf).vocab_size)
         if vocab < tok.vocab_size:
             raise BaseMismatchError(f"base vocab_size {vocab} < tokenizer size {tok.vocab_size}")
         self.model = base if isinstance(base, MultiLoraModel) else None
@@ -208,7 +210,7 @@ class SlotLM:
 
     @property
     def max_len(self) -> int:
-        cfg = self.base.config  # type: ignore[union-attr]
+        cfg = self.base.config
         n = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
         return int(n or 2048)
 

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from skillbank.errors import SkillbankError
+from skillbank.lm.hf import hf_config
 from skillbank.lm.model import SlotLM
 from skillbank.lora import MultiLoraModel
 
@@ -120,7 +121,7 @@ def generate(
     lengths = torch.zeros(b, dtype=torch.long)
     done = torch.zeros(b, dtype=torch.bool)
     eos = torch.tensor(lm.tok.eos_ids)
-    cache = DynamicCache(config=lm.base.config)
+    cache = DynamicCache(config=hf_config(lm.base))
     cache_arg = cache_keyword(lm.base)
     step_in = {"input_ids": inp, "attention_mask": attn, "position_ids": pos}
     with lm.mm.slots(ids):

@@ -16,10 +16,10 @@ from torch import Tensor
 
 from skillbank.algos.ppo import clip_grad_norm_per_slot
 from skillbank.algos.sft import sft_loss
-from skillbank.algos.slot_adam import SlotAdam
 from skillbank.errors import SkillbankError
 from skillbank.lm.configs import SFTConfig
 from skillbank.lm.domains import Example
+from skillbank.lm.loop import run_steps, slot_optimizer
 from skillbank.lm.model import SlotLM
 from skillbank.lm.sample import encode_prompts, token_logprobs
 
@@ -79,13 +79,10 @@ def train_sft(
     with ``zero_grad()``, ``skip_nonfinite()``, ``step()`` and a ``params`` list (clipped per
     slot; [] = no clip), e.g. to train full weights with ``slot=-1``.
     Returns per-step ``{"loss": ...}``."""
-    opt = optimizer
-    if opt is None:
-        opt = SlotAdam(lm.slot_parameters(), lm.mm.num_slots, lr=cfg.learning_rate)
-        opt.set_active([slot])
+    opt = slot_optimizer(lm, slot, cfg.learning_rate, optimizer)
     rng = random.Random(cfg.seed)
-    history = []
-    for step in range(cfg.steps):
+
+    def one_step(step: int) -> dict[str, float]:
         exs = [domains[i % len(domains)].sample(rng) for i in range(cfg.batch_size)]
         tokens, mask = sft_batch(lm, exs)
         logp = token_logprobs(lm.mm, tokens, torch.full((tokens.shape[0],), slot))
@@ -95,11 +92,9 @@ def train_sft(
         opt.skip_nonfinite()
         clip_grad_norm_per_slot(opt.params, cfg.max_grad_norm)
         opt.step()
-        stats = {"loss": float(loss.detach())}
-        history.append(stats)
-        if on_step is not None:
-            on_step(step, stats)
-    return history
+        return {"loss": float(loss.detach())}
+
+    return run_steps(cfg.steps, one_step, on_step)
 
 
 __all__ = ["SFTConfig", "SFTDataError", "answer_nll", "sft_batch", "sft_loss", "train_sft"]

@@ -152,7 +152,7 @@ class LMTokenizer:
     def load(
         cls,
         folder: str | os.PathLike,
-        extra_eos: Iterable[int] = (),
+        extra_eos: Sequence[int] = (),
         use_chat_template: bool | None = None,
     ) -> LMTokenizer:
         """``AutoTokenizer.from_pretrained(folder, local_files_only=True)``, wrapped."""

@@ -54,8 +54,9 @@ class MultiLoraLinear(nn.Module):
         self.in_features, self.out_features = in_f, out_f
         self.num_slots, self.capacity = num_slots, rank
         dev, dt = w.device, w.dtype
-        self.lora_A = nn.Parameter(torch.zeros(num_slots, rank, in_f, device=dev, dtype=dt))  # [S, R, in]
-        self.lora_B = nn.Parameter(torch.zeros(num_slots, out_f, rank, device=dev, dtype=dt))  # [S, out, R]
+        # lora_A [S, R, in], lora_B [S, out, R]
+        self.lora_A = nn.Parameter(torch.zeros(num_slots, rank, in_f, device=dev, dtype=dt))
+        self.lora_B = nn.Parameter(torch.zeros(num_slots, out_f, rank, device=dev, dtype=dt))
         self.register_buffer("slot_rank", torch.zeros(num_slots, dtype=torch.long))
         self.register_buffer("slot_alpha", torch.zeros(num_slots, dtype=torch.float32))
         self.register_buffer("slot_scale", torch.zeros(num_slots, dtype=w.dtype))  # alpha / r

@@ -42,18 +42,23 @@ def evaluate_library(
         return lib._forward_ids(x, slot_table[task])
 
     kind = lib.base_config["kwargs"]["action_kind"]
+    successes = np.full(env.num_envs, np.nan)  # [P*T*episodes]; NaN: the env reports none
     try:
-        returns = evaluate(env, forward, norms, kind, seed=seed + 20_000)  # [P*T, episodes]
+        returns = evaluate(env, forward, norms, kind, seed=seed + 20_000, successes=successes)
     finally:
         env.close()
-    returns = returns.reshape(len(policies), len(specs), episodes)
-    return {
+    returns = returns.reshape(len(policies), len(specs), episodes)  # [P, T, episodes]
+    table = {
         "tasks": [s.name for s in specs],
         "policies": ["base" if p is None else p for p in policies],
         "mean": returns.mean(-1).tolist(),
         "std": returns.std(-1).tolist(),
         "episodes": episodes,
     }
+    if not np.isnan(successes).all():  # e.g. Meta-World: info["success"] beside the return
+        rate = successes.reshape(len(policies), len(specs), episodes).mean(-1)  # [P, T]
+        table["success"] = [[None if np.isnan(v) else float(v) for v in row] for row in rate]
+    return table
 
 
 def evaluate_full(

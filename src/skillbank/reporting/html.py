@@ -32,8 +32,13 @@ def eval_table(table: dict, title: str = "greedy return, mean±std") -> Table:
     t.add_column("policy")
     for name in _short_names(table["tasks"]):
         t.add_column(name, justify="right")
-    for pol, means, stds in zip(table["policies"], table["mean"], table["std"]):
-        t.add_row(pol, *[_fmt(m, s) for m, s in zip(means, stds)])
+    success = table.get("success") or [[None] * len(table["tasks"])] * len(table["policies"])
+    for pol, means, stds, rates in zip(table["policies"], table["mean"], table["std"], success):
+        cells = [
+            _fmt(m, s) if r is None else f"{_fmt(m, s)} ({100 * r:.0f}% success)"
+            for m, s, r in zip(means, stds, rates)
+        ]
+        t.add_row(pol, *cells)
     return t
 
 

@@ -214,9 +214,7 @@ class VecTaskEnv:
             bad = (a < 0) | (a >= space.n)
             if bad.any():
                 i = int(np.flatnonzero(bad)[0])
-                raise ValueError(
-                    f"action {a[i]} of sub-env {i} is outside Discrete({space.n})"
-                )
+                raise ValueError(f"action {a[i]} of sub-env {i} is outside Discrete({space.n})")
             return a
         shape = self.action_space.shape
         assert shape is not None

@@ -99,6 +99,33 @@ KINDS = RunKinds()
 """Filled by ``skillbank.service.kinds`` (each kind's package registers itself)."""
 
 
+def register_builtin(
+    name: str,
+    config: type[Config],
+    check: Callable[[Any, Path, TrainerInfo], list[Any]],
+    skill_task: Callable[[Any], dict[str, Any]],
+    algo: str,
+    serve_many: str | None = None,
+) -> None:
+    """Register a kind packaged as ``skillbank.service.kinds.<name>``: its parts are
+    ``orchestrate:run_<name>``, ``update:read_<name>_rollout`` and
+    ``update:<name>_update_runs``; ``serve_many`` is relative to that package."""
+    package = f"skillbank.service.kinds.{name}"
+    KINDS.register(
+        RunKind(
+            name=name,
+            config=config,
+            check=check,
+            orchestrate=f"{package}.orchestrate:run_{name}",
+            read=f"{package}.update:read_{name}_rollout",
+            update=f"{package}.update:{name}_update_runs",
+            skill_task=skill_task,
+            algo=algo,
+            serve_many=None if serve_many is None else f"{package}.{serve_many}",
+        )
+    )
+
+
 def load_run_config(path: Path, info: TrainerInfo) -> tuple[Any, list[Any]]:
     """Read and check a run's ``orch.toml`` (any registered kind) -> (config, tasks)."""
     data = read_toml(path)

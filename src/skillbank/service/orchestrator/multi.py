@@ -194,8 +194,13 @@ def _outputs_folder(runs: list[RunPaths]) -> Path:
 def run_multi(run_dirs: list[Path], all_out: Path | None, wait_s: float = 600.0) -> int:
     """Serve the runs ``run_dirs`` (or, with ``all_out``, every run of that folder);
     returns the exit code (see the module docstring)."""
-    explicit = None if all_out is not None else [run_from_dir(d) for d in run_dirs]
-    out = Path(os.path.abspath(all_out)) if all_out is not None else _outputs_folder(explicit)
+    explicit: list[RunPaths] | None
+    if all_out is not None:
+        explicit = None
+        out = Path(os.path.abspath(all_out))
+    else:
+        explicit = [run_from_dir(d) for d in run_dirs]
+        out = _outputs_folder(explicit)
     deadline = time.monotonic() + wait_s
     info_path = OutPaths(out).trainer_json
     while not info_path.is_file():

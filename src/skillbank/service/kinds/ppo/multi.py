@@ -26,6 +26,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import gymnasium
 import numpy as np
 import torch
 from torch import Tensor
@@ -123,8 +124,10 @@ class MultiPPO:
         env = make_env(specs, cfg.envs_per_task, cfg.seed, cfg.env_workers)
         r = _Run(run, cfg, list(specs), env)
         if self.kind == "box":
-            r.low = np.asarray(env.action_space.low, dtype=np.float32)
-            r.high = np.asarray(env.action_space.high, dtype=np.float32)
+            space = env.action_space
+            assert isinstance(space, gymnasium.spaces.Box)
+            r.low = np.asarray(space.low, dtype=np.float32)
+            r.high = np.asarray(space.high, dtype=np.float32)
         self.runs.append(r)
 
     def serves(self) -> list[RunPaths]:
